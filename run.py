@@ -1,0 +1,148 @@
+"""Prompt-based delta tuning of a masked LM (LM-BFF / FS-PBA command line).
+
+    python run.py --task_name SST-2 --data_dir data/k-shot/SST-2/16-42 --model_name_or_path roberta-large \
+        --template "*cls*prompt*sent_0*_It_was*mask*.*sep+*" --mapping "{'0':'terrible','1':'great'}" \
+        --training_params prompt --do_train --do_eval --do_predict --max_steps 1000 --eval_steps 100 ...
+
+Bad input (unknown task, bad template or mapping, missing data) is one line on stderr and exit 2,
+before anything is trained or appended to the results log.
+"""
+import dataclasses
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from src.errors import UserError  # noqa: E402
+
+IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_steps", "eval_steps", "template", "mapping", "few_shot_type",
+                 "training_params", "do_train", "model_name_or_path", "prompt_num", "use_adapter", "stage_init",
+                 "data_dir", "max_seq_length", "num_sample", "num_k")
+
+
+def main(argv=None):
+    from src.arguments import parse_args
+    model_args, data_args, training_args = parse_args(argv)
+    experiment = Experiment(model_args, data_args, training_args)
+    if training_args.skip_done and experiment.already_logged():
+        print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
+        return 0
+    experiment.run()
+    return 0
+
+
+class Experiment:
+    """One run: data and model set up, optional training (in stages), final evaluation, log record."""
+
+    def __init__(self, model_args, data_args, training_args):
+        from src.tasks import get_task
+        self.model_args, self.data_args, self.args = model_args, data_args, training_args
+        self.task = get_task(data_args.task_name)
+        data_args.task_name = self.task.key
+        self.trains = training_args.do_train and not training_args.notrain
+        if model_args.stage_init not in ("last", "best"):
+            raise UserError(f"--stage_init must be 'last' or 'best', got {model_args.stage_init!r}")
+        if model_args.few_shot_type not in ("prompt", "finetune", "prompt-demo"):
+            raise UserError(f"unknown --few_shot_type {model_args.few_shot_type!r} (prompt, finetune, prompt-demo)")
+
+    def record_identity(self):
+        record = self.arguments_record()
+        return {key: record.get(key) for key in IDENTITY_KEYS}
+
+    def already_logged(self):
+        from src.results import matches, read_results
+        if not Path(self.args.log_file).exists():
+            return False
+        identity = self.record_identity()
+        return any(matches(record, identity) for record in read_results(self.args.log_file))
+
+    def arguments_record(self):
+        record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
+        record["training_params"] = " ".join(self.model_args.training_params)
+        record["do_train"] = self.trains
+        return record
+
+    def run(self):
+        import torch
+        from transformers import AutoTokenizer, set_seed
+
+        from src.dataset import Collator, FewShotDataset
+        from src.delta import METHODS, count_parameters, parse_stages
+        from src.delta.checkpoint import load_delta, save_delta
+        from src.models import build_model
+        from src.templates import label_word_ids, parse_mapping
+        from src.trainer import DeltaTrainer, train_in_stages
+
+        started = time.time()
+        data_args, model_args, args = self.data_args, self.model_args, self.args
+        prompt_mode = model_args.few_shot_type != "finetune"
+        if prompt_mode and not (data_args.template and data_args.mapping):
+            raise UserError("--template and --mapping are required unless --few_shot_type finetune")
+        has_prompt = prompt_mode and "prompt" in data_args.template.split("*")
+        stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter, has_prompt=has_prompt)
+        tokenizer = self.load_tokenizer(AutoTokenizer)
+        words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
+                 if prompt_mode else None)
+
+        cache_dir = data_args.feature_cache_dir
+        splits = ["dev", "test"] + (["test-mm"] if "test-mm" in self.task.splits else [])
+        datasets = {split: FewShotDataset(data_args, tokenizer, split, cache_dir=cache_dir) for split in splits}
+        datasets["train"] = FewShotDataset(data_args, tokenizer, "train", cache_dir=cache_dir)
+
+        set_seed(args.seed)
+        model = build_model(model_args, self.task, words, has_prompt)
+        if model_args.delta_path:
+            load_delta(model, model_args.delta_path)
+        pad_to = data_args.max_seq_length * (2 if data_args.double_demo and model_args.few_shot_type ==
+                                             "prompt-demo" else 1) if model_args.reference_mode else None
+        collator = Collator(tokenizer.pad_token_id, pad_to=pad_to)
+
+        def make_trainer(model):
+            return DeltaTrainer(model=model, args=args, train_dataset=datasets["train"],
+                                eval_dataset=datasets["dev"], data_collator=collator, task=self.task)
+
+        all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
+        stage_results = []
+        if self.trains:
+            eval_sets = {"dev": datasets["dev"], "test": datasets["test"]}
+            stage_results, trainer = train_in_stages(model, stages, make_trainer, eval_sets, model_args.stage_init)
+        else:
+            trainer = make_trainer(model)
+        metrics = {}
+        for split in ["train", "dev", "test", "test-mm"]:
+            if split in datasets:
+                prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
+                for name, value in trainer.score(datasets[split]).items():
+                    metrics[f"{prefix}_eval_{name}"] = value
+        trainable, total = count_parameters(model, all_methods)
+        if self.trains:
+            save_delta(model, all_methods, args.output_dir, self.arguments_record())
+        record = {**self.arguments_record(), **metrics, "trainable_params": trainable, "total_params": total,
+                  "trainable_percent": 100.0 * trainable / total, "stages": stage_results,
+                  "wall_time": round(time.time() - started, 2),
+                  "time": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+        if args.process_index == 0:
+            from src.results import append_result
+            append_result(args.log_file, record)
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        return record
+
+    def load_tokenizer(self, auto_tokenizer):
+        try:
+            return auto_tokenizer.from_pretrained(self.model_args.model_name_or_path)
+        except OSError as error:
+            raise UserError(f"cannot load tokenizer {self.model_args.model_name_or_path!r}: "
+                            f"{str(error).splitlines()[0]}") from error
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Delta-tuning combination experiments (prompt, BitFit, adapters) on prompt-based masked LMs."""

@@ -1,0 +1,92 @@
+"""Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
+import numpy as np
+import torch
+from transformers import Trainer
+
+from src.delta import set_trainable
+from src.models import regression_prediction
+from src.tasks import compute_metrics
+
+
+def predictions_from_logits(task, logits, num_sample=1):
+    """Average the logits over demonstration samples, then turn them into labels or scores."""
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits.reshape(-1, num_sample, logits.shape[-1]).mean(axis=1)
+    if task.regression:
+        return regression_prediction(torch.from_numpy(logits)).numpy()
+    return logits.argmax(axis=-1)
+
+
+class DeltaTrainer(Trainer):
+    """Evaluates on dev every `eval_steps` and snapshots the trainable tensors at the best score.
+
+    Snapshots hold only the delta (no multi-GB checkpoint per evaluation); `restore` puts one back.
+    """
+
+    def __init__(self, *args, task, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.best_value = self.best_step = self.best_state = None
+        self.eval_history = []
+        self._tracking = False
+
+    def train(self, *args, **kwargs):
+        self._tracking = True
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._tracking = False
+
+    def score(self, dataset):
+        """Task metrics of the current parameters on `dataset` (bare names: acc, f1, ...)."""
+        logits = self.predict(dataset).predictions
+        predictions = predictions_from_logits(self.task, logits, getattr(dataset, "num_sample", 1))
+        return compute_metrics(self.task, predictions, dataset.labels)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        metrics = self.score(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        if self._tracking:
+            value = metrics[f"{metric_key_prefix}_{self.task.main_metric}"]
+            self.eval_history.append([self.state.global_step, value])
+            if self.best_value is None or value > self.best_value:
+                self.best_value, self.best_step = value, self.state.global_step
+                self.best_state = delta_state(self.model)
+        return metrics
+
+
+def delta_state(model):
+    """CPU copies of the currently trainable tensors."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def restore(model, state):
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            parameters[name].copy_(tensor)
+
+
+def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last"):
+    """Train each stage with a fresh Trainer (fresh optimizer and schedule) on its own groups.
+
+    Stage N+1 starts from the end of stage N (reference) or, with stage_init='best', from stage N's
+    best dev state. The model ends in the best dev state of the last stage. Returns one result per
+    stage (best step, dev history, metrics of its best state on every set of `eval_sets`).
+    """
+    results, trainer = [], None
+    for index, groups in enumerate(stages):
+        set_trainable(model, groups)
+        trainer = make_trainer(model)
+        trainer.train()
+        last = delta_state(model)
+        restore(model, trainer.best_state or last)
+        result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
+                  "eval_history": trainer.eval_history}
+        result.update({split: trainer.score(dataset) for split, dataset in eval_sets.items()})
+        results.append(result)
+        if stage_init == "last" and index < len(stages) - 1:
+            restore(model, last)
+    return results, trainer

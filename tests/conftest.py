@@ -1,0 +1,50 @@
+"""Shared fixtures: the data root (env DELTA_DATA_DIR, default ../shared/data) and tiny models."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from tools.create_tiny_model import create  # noqa: E402
+
+DATA_ROOT = Path(os.environ.get("DELTA_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    if not (DATA_ROOT / "k-shot").is_dir():
+        pytest.fail(f"real data not found at {DATA_ROOT} (set DELTA_DATA_DIR)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory):
+    return str(create("roberta", tmp_path_factory.mktemp("tiny-roberta")))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return str(create("bert", tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session", params=["roberta", "bert"])
+def tiny_model(request, tiny_roberta, tiny_bert):
+    """Each test using this runs once per model family."""
+    return {"roberta": tiny_roberta, "bert": tiny_bert}[request.param]
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer(tiny_roberta):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tiny_roberta)
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(tiny_bert):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tiny_bert)
