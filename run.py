@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -74,7 +75,7 @@ class Experiment:
         from src.delta import METHODS, count_parameters, parse_stages
         from src.delta.checkpoint import load_delta, save_delta
         from src.models import build_model
-        from src.templates import label_word_ids, parse_mapping
+        from src.templates import label_word_ids, parse_mapping, parse_template
         from src.trainer import DeltaTrainer, train_in_stages
 
         started = time.time()
@@ -82,17 +83,19 @@ class Experiment:
         prompt_mode = model_args.few_shot_type != "finetune"
         if prompt_mode and not (data_args.template and data_args.mapping):
             raise UserError("--template and --mapping are required unless --few_shot_type finetune")
-        has_prompt = prompt_mode and "prompt" in data_args.template.split("*")
+        has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
         stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter, has_prompt=has_prompt)
         tokenizer = self.load_tokenizer(AutoTokenizer)
         words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
                  if prompt_mode else None)
 
-        cache_dir = data_args.feature_cache_dir
-        splits = ["dev", "test"] + (["test-mm"] if "test-mm" in self.task.splits else [])
-        datasets = {split: FewShotDataset(data_args, tokenizer, split, cache_dir=cache_dir) for split in splits}
-        datasets["train"] = FewShotDataset(data_args, tokenizer, "train", cache_dir=cache_dir)
+        feature_args = SimpleNamespace(**dataclasses.asdict(data_args), few_shot_type=model_args.few_shot_type,
+                                       prompt_num=model_args.prompt_num, seed=args.seed)
+        datasets = {split: FewShotDataset(feature_args, tokenizer, split, cache_dir=data_args.feature_cache_dir)
+                    for split in ["train", "dev", "test"] + (["test-mm"] if "test-mm" in self.task.splits else [])}
 
+        if not torch.cuda.is_available():
+            args.dataloader_pin_memory = False
         set_seed(args.seed)
         model = build_model(model_args, self.task, words, has_prompt)
         if model_args.delta_path:
@@ -135,7 +138,7 @@ class Experiment:
     def load_tokenizer(self, auto_tokenizer):
         try:
             return auto_tokenizer.from_pretrained(self.model_args.model_name_or_path)
-        except OSError as error:
+        except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
             raise UserError(f"cannot load tokenizer {self.model_args.model_name_or_path!r}: "
                             f"{str(error).splitlines()[0]}") from error
 

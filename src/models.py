@@ -66,7 +66,7 @@ def regression_prediction(logits):
 def load_pretrained(cls, name_or_path, **kwargs):
     try:
         return cls.from_pretrained(name_or_path, **kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
         raise UserError(f"cannot load model {name_or_path!r}: {str(error).splitlines()[0]}") from error
 
 

@@ -2,8 +2,10 @@
 
 DoubleSeqBnConfig = 'houlsby': a bottleneck after the attention output and one after the FFN output.
 """
+import logging
+
 import adapters
-from adapters import DoubleSeqBnConfig
+from adapters import DoubleSeqBnConfig, model_mixin
 
 NAME = "houlsby"
 
@@ -14,7 +16,14 @@ def selects(name):
 
 def attach(mlm, reduction_factor=16):
     """Add the adapters to a `...ForMaskedLM` model in place and keep them active in forward."""
-    adapters.init(mlm)
-    mlm.add_adapter(NAME, config=DoubleSeqBnConfig(reduction_factor=reduction_factor))
-    mlm.set_active_adapters(NAME)
+    # Setting up runs a forward before the adapter is active; the warning about that is noise.
+    quiet = logging.getLogger(model_mixin.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        adapters.init(mlm)
+        mlm.add_adapter(NAME, config=DoubleSeqBnConfig(reduction_factor=reduction_factor))
+        mlm.set_active_adapters(NAME)
+    finally:
+        quiet.setLevel(level)
     return mlm

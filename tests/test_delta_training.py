@@ -1,0 +1,132 @@
+"""Each delta combination trains exactly its parameters; stages keep earlier stages frozen (SPEC §1, §2)."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoTokenizer, TrainerCallback
+
+from src.arguments import DeltaTrainingArguments
+from src.dataset import Collator, FewShotDataset
+from src.delta import METHODS, set_trainable
+from src.models import build_model
+from src.tasks import get_task
+from src.templates import label_word_ids, parse_mapping
+from src.trainer import DeltaTrainer, train_in_stages
+
+COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias",
+                "prompt,bias,adapter", "all"]
+SST2 = get_task("SST-2")
+
+
+class Setup:
+    """A tiny model with prompt table and adapters, real SST-2 k-shot features, a trainer factory."""
+
+    def __init__(self, model_dir, data_root, cache_dir, output_dir):
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        features = SimpleNamespace(task_name="SST-2", data_dir=str(data_root / "k-shot/SST-2/16-42"),
+                                   template=SST2.template("Y", prompt=True), mapping=SST2.mapping,
+                                   few_shot_type="prompt", max_seq_length=64, prompt_num=10, seed=42)
+        self.train = FewShotDataset(features, self.tokenizer, "train", cache_dir=cache_dir)
+        self.dev = FewShotDataset(features, self.tokenizer, "dev", cache_dir=cache_dir)
+        words = label_word_ids(self.tokenizer, parse_mapping(SST2.mapping, SST2.labels), SST2.labels)
+        model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
+                                     use_adapter=True, adapter_reduction_factor=16, reference_mode=False)
+        torch.manual_seed(0)
+        self.model = build_model(model_args, SST2, words, has_prompt=True)
+        self.output_dir = output_dir
+        self.trainers = []
+
+    def make_trainer(self, model, max_steps=3, eval_steps=None, callbacks=()):
+        args = DeltaTrainingArguments(output_dir=str(self.output_dir), max_steps=max_steps, learning_rate=1e-2,
+                                      per_device_train_batch_size=4, eval_strategy="steps" if eval_steps else "no",
+                                      eval_steps=eval_steps, disable_tqdm=True, use_cpu=True,
+                                      dataloader_pin_memory=False, seed=1)
+        trainer = DeltaTrainer(model=model, args=args, train_dataset=self.train, eval_dataset=self.dev,
+                               data_collator=Collator(self.tokenizer.pad_token_id), task=SST2,
+                               callbacks=list(callbacks))
+        self.trainers.append(trainer)
+        return trainer
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def selected(name, methods):
+    return any(METHODS[m].selects(name) for m in methods)
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_only_the_chosen_parameters_train(combination, tiny_model, data_root, tmp_path):
+    setup = Setup(tiny_model, data_root, tmp_path / "cache", tmp_path / "out")
+    methods = combination.split(",")
+    before = snapshot(setup.model)
+    trainable = set(set_trainable(setup.model, methods))
+    trainer = setup.make_trainer(setup.model)
+    trainer.train()
+
+    chosen = {name for name in before if selected(name, methods)}
+    assert trainable == chosen and chosen
+    parameters = dict(setup.model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], parameters[name])}
+    assert changed == chosen, (sorted(chosen - changed)[:5], sorted(changed - chosen)[:5])
+    assert all(parameters[name].grad is None for name in parameters if name not in chosen)
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(parameters[name]) for name in chosen}
+    if combination != "all":
+        assert not any(selected(name, methods) for name in parameters if "word_embeddings" in name)
+
+
+class Snapshots(TrainerCallback):
+    """Parameter copies at the start and end of each stage's training."""
+
+    def __init__(self):
+        self.begin, self.end = [], []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.begin.append(snapshot(model))
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.end.append(snapshot(model))
+
+
+def group_equal(a, b, method, exclude=None):
+    names = [n for n in a if METHODS[method].selects(n) and not (exclude and METHODS[exclude].selects(n))]
+    return all(torch.equal(a[n], b[n]) for n in names)
+
+
+def test_stages_freeze_earlier_stages_and_record_results(tiny_roberta, data_root, tmp_path):
+    setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
+    snaps = Snapshots()
+    results, _ = train_in_stages(setup.model, [["prompt"], ["bias"], ["adapter"]],
+                                 lambda m: setup.make_trainer(m, max_steps=3, eval_steps=1, callbacks=[snaps]),
+                                 {"dev": setup.dev})
+    begin, end = snaps.begin, snaps.end
+    assert not group_equal(begin[0], end[0], "prompt")
+    assert group_equal(begin[1], end[1], "prompt") and not group_equal(begin[1], end[1], "bias")
+    # Stage 3 trains the adapters (their own biases included); the model's biases stay put.
+    assert group_equal(begin[2], end[2], "prompt") and group_equal(begin[2], end[2], "bias", exclude="adapter")
+    assert not group_equal(begin[2], end[2], "adapter")
+    assert [r["training_params"] for r in results] == ["prompt", "bias", "adapter"]
+    for result in results:
+        assert [step for step, _ in result["eval_history"]] == [1, 2, 3]
+        assert result["best_step"] in (1, 2, 3) and "acc" in result["dev"]
+    # Reference behaviour: stage 2 starts from the end of stage 1, not its best state.
+    assert group_equal(end[0], begin[1], "prompt")
+    # The model ends in the best dev state of the last stage.
+    final = snapshot(setup.model)
+    best = setup.trainers[-1].best_state
+    assert all(torch.equal(final[name], tensor) for name, tensor in best.items())
+
+
+def test_stage_init_best_starts_from_previous_best(tiny_roberta, data_root, tmp_path):
+    setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
+    snaps = Snapshots()
+    train_in_stages(setup.model, [["bias"], ["adapter"]],
+                    lambda m: setup.make_trainer(m, max_steps=4, eval_steps=1, callbacks=[snaps]),
+                    {"dev": setup.dev}, stage_init="best")
+    first = setup.trainers[0]
+    assert first.best_step < 4, "the test needs a best step before the last one"
+    start_of_second = snaps.begin[1]
+    assert all(torch.equal(start_of_second[name], tensor) for name, tensor in first.best_state.items())
+    assert not group_equal(snaps.end[0], start_of_second, "bias")

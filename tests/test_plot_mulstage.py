@@ -1,0 +1,58 @@
+"""plot_mulstage: a hand-made multi-stage log → one PNG with a panel per stage order."""
+import itertools
+
+from src.results import append_result
+from src.tasks import get_task
+from tools.plot_mulstage import main, select_runs, stage_label
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def mulstage_record(order, lr, final_dev, max_steps=600, eval_steps=200):
+    stages = []
+    for i, group in enumerate(order):
+        history = [[step, 0.8 + 0.02 * i + step / 1e5] for step in range(eval_steps, max_steps + 1, eval_steps)]
+        dev = final_dev if i == len(order) - 1 else history[-1][1]
+        stages.append({"training_params": group, "best_step": max_steps, "eval_history": history,
+                       "dev": {"acc": dev}, "test": {"acc": dev - 0.01}})
+    return {"task_name": "sst-2", "tag": "mul", "seed": 13, "learning_rate": lr, "max_steps": max_steps,
+            "eval_steps": eval_steps, "do_train": True, "training_params": " ".join(order), "stages": stages,
+            "sst-2_dev_eval_acc": final_dev}
+
+
+def records():
+    orders = list(itertools.permutations(["prompt", "bias", "adapter"]))
+    out = [mulstage_record(order, lr, 0.90 + 0.01 * k + (lr == 1e-3) * 0.005)
+           for k, order in enumerate(orders) for lr in (1e-2, 1e-3)]
+    out.append(dict(out[0], training_params="prompt,bias", stages=[]))  # single stage: not plotted
+    return out
+
+
+def test_select_runs_keeps_the_best_final_dev_per_order():
+    runs = select_runs(records(), get_task("SST-2"), tag="mul")
+    assert len(runs) == 6
+    assert {r["learning_rate"] for r in runs.values()} == {1e-3}
+    assert select_runs(records(), get_task("SST-2"), tag="other") == {}
+
+
+def test_stage_labels_follow_the_paper():
+    assert [stage_label(p) for p in ("prompt", "bias", "adapter", "prompt,bias")] == ["PT", "BF", "AP", "PT+BF"]
+
+
+def test_writes_a_png(tmp_path):
+    log = tmp_path / "log"
+    for record in records():
+        append_result(log, record)
+    output = tmp_path / "mulstage.png"
+    assert main(["--log_file", str(log), "--task", "SST-2", "--tag", "mul", "--output", str(output)]) == 0
+    data = output.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+
+
+def test_no_multi_stage_record_is_a_clear_error(tmp_path, capsys):
+    log = tmp_path / "log"
+    append_result(log, records()[-1])
+    output = tmp_path / "none.png"
+    assert main(["--log_file", str(log), "--task", "SST-2", "--output", str(output)]) == 1
+    assert "no multi-stage record for task SST-2" in capsys.readouterr().err
+    assert not output.exists()

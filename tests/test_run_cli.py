@@ -1,0 +1,122 @@
+"""run.py end to end through the command line, on the real k-shot data and tiny models."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_cli(args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True)
+
+
+def readme_example(model, data_root, tmp_path, **overrides):
+    """The README quick-start command, with a tiny model and a short schedule."""
+    args = {"--task_name": "SST-2", "--data_dir": str(data_root / "k-shot/SST-2/16-42"),
+            "--evaluation_strategy": "steps", "--model_name_or_path": model, "--num_k": "16",
+            "--max_steps": "4", "--eval_steps": "2", "--per_device_train_batch_size": "2",
+            "--learning_rate": "1e-3", "--num_train_epochs": "0", "--output_dir": str(tmp_path / "result/tmp"),
+            "--seed": "42", "--prompt_num": "10", "--template": "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
+            "--mapping": "{'0':'terrible','1':'great'}", "--num_sample": "16",
+            "--training_params": "prompt,bias,adapter", "--feature_cache_dir": str(tmp_path / "cache")}
+    args.update(overrides)
+    flat = ["--overwrite_output_dir", "--do_train", "--do_eval", "--do_predict", "--use_adapters"]
+    for key, value in args.items():
+        if value is not None:
+            flat += [key, *(value if isinstance(value, list) else [value])]
+    return flat
+
+
+def log_records(tmp_path):
+    log = tmp_path / "log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_readme_example_trains_logs_and_saves_a_reloadable_delta(tiny_model, data_root, tmp_path):
+    result = run_cli(readme_example(tiny_model, data_root, tmp_path), tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = log_records(tmp_path)
+    assert record["task_name"] == "sst-2" and record["do_train"] is True
+    assert record["training_params"] == "prompt,bias,adapter"
+    for split in ["train", "dev", "test"]:
+        assert 0.0 <= record[f"sst-2_{split}_eval_acc"] <= 1.0
+    assert 0 < record["trainable_params"] < record["total_params"]
+    assert [step for step, _ in record["stages"][0]["eval_history"]] == [2, 4]
+    delta = tmp_path / "result/tmp/delta.safetensors"
+    assert delta.is_file() and delta.stat().st_size < 1_000_000
+
+    # The saved delta, loaded onto the base model, reproduces the final test score without training.
+    reload = readme_example(tiny_model, data_root, tmp_path, **{"--delta_path": str(delta.parent),
+                                                               "--output_dir": str(tmp_path / "result/eval")})
+    reload.remove("--do_train")
+    assert run_cli(reload, tmp_path).returncode == 0
+    evaluated = log_records(tmp_path)[-1]
+    assert evaluated["do_train"] is False
+    assert evaluated["sst-2_test_eval_acc"] == record["sst-2_test_eval_acc"]
+
+
+def test_multi_stage_run_records_each_stage(tiny_roberta, data_root, tmp_path):
+    args = readme_example(tiny_roberta, data_root, tmp_path,
+                          **{"--training_params": ["prompt", "bias", "adapter"], "--stage_init": "best"})
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = log_records(tmp_path)
+    assert record["training_params"] == "prompt bias adapter"
+    assert [stage["training_params"] for stage in record["stages"]] == ["prompt", "bias", "adapter"]
+    assert all("acc" in stage["dev"] and "acc" in stage["test"] for stage in record["stages"])
+
+
+def test_zero_shot_and_json_arguments(tiny_roberta, data_root, tmp_path):
+    args = readme_example(tiny_roberta, data_root, tmp_path, **{"--training_params": None})
+    args.remove("--do_train")
+    assert run_cli(args, tmp_path).returncode == 0
+    config = {"task_name": "SST-2", "data_dir": str(data_root / "k-shot/SST-2/16-42"),
+              "model_name_or_path": tiny_roberta, "template": "*cls**sent_0*_It_was*mask*.*sep+*",
+              "mapping": "{'0':'terrible','1':'great'}", "output_dir": str(tmp_path / "json"), "tag": "json",
+              "feature_cache_dir": str(tmp_path / "cache"), "log_file": str(tmp_path / "log")}
+    (tmp_path / "args.json").write_text(json.dumps(config))
+    assert run_cli(["args.json"], tmp_path).returncode == 0
+    zero_shot, from_json = log_records(tmp_path)
+    assert zero_shot["do_train"] is False and zero_shot["stages"] == []
+    assert from_json["tag"] == "json" and "sst-2_test_eval_acc" in from_json
+
+
+def test_skip_done_runs_nothing_twice(tiny_roberta, data_root, tmp_path):
+    args = readme_example(tiny_roberta, data_root, tmp_path, **{"--training_params": "bias"}) + ["--skip_done"]
+    args.remove("--use_adapters")
+    assert run_cli(args, tmp_path).returncode == 0
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0 and "skip" in again.stderr
+    assert len(log_records(tmp_path)) == 1
+
+
+BAD_INPUTS = {
+    "template without mask": ({"--template": "*cls**sent_0*_It_was.*sep+*"}, "mask"),
+    "unknown template part": ({"--template": "*cls**sent_9x**mask*.*sep+*"}, "sent_9x"),
+    "label word of two tokens": ({"--mapping": "{'0':'terrible','1':'supercalifragilistic'}"}, "supercalifragilistic"),
+    "mapping not a literal": ({"--mapping": "{'0': terrible}"}, "mapping"),
+    "unknown task": ({"--task_name": "SST-7"}, "SST-7"),
+    "missing data": ({"--data_dir": "/nonexistent/SST-2/16-42"}, "/nonexistent"),
+    "unknown delta method": ({"--training_params": "prompt,lora"}, "lora"),
+    "missing model": ({"--model_name_or_path": "/nonexistent/model"}, "/nonexistent/model"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_error_and_nothing_logged(case, tiny_roberta, data_root, tmp_path):
+    overrides, culprit = BAD_INPUTS[case]
+    result = run_cli(readme_example(tiny_roberta, data_root, tmp_path, **overrides), tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and culprit in lines[-1], result.stderr[-1500:]
+    assert log_records(tmp_path) == []
+
+
+def test_adapter_without_use_adapter_is_an_error(tiny_roberta, data_root, tmp_path):
+    args = readme_example(tiny_roberta, data_root, tmp_path)
+    args.remove("--use_adapters")
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 2 and "--use_adapter" in result.stderr
+    assert log_records(tmp_path) == []

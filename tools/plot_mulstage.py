@@ -1,0 +1,103 @@
+"""The sequential-training figure: dev score vs. global step, one panel per stage order.
+
+Each multi-stage record (`training_params` with several space-separated stages) carries its
+stages' eval histories; stage i is drawn after the end of stage i-1 (offset i × max_steps), coloured
+by method (PT = prompt, BF = BitFit, AP = adapter). With several records of one order (learning
+rates, seeds), the one with the best final-stage dev score is drawn.
+
+Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.errors import UserError  # noqa: E402
+from src.results import read_results  # noqa: E402
+from src.tasks import get_task  # noqa: E402
+
+LABEL = {"prompt": "PT", "bias": "BF", "adapter": "AP"}
+COLOUR = {"PT": "tab:blue", "BF": "tab:orange", "AP": "tab:green"}
+PANELS_PER_ROW = 3
+
+
+def stage_label(training_params):
+    """'prompt' → 'PT'; a stage that trains several groups at once → 'PT+BF'."""
+    return "+".join(LABEL.get(group, group) for group in training_params.split(","))
+
+
+def select_runs(records, task, tag=None):
+    """order (a multi-stage `training_params`) → its record with the best final-stage dev score."""
+    metric = task.main_metric
+    best = {}
+    for record in records:
+        order = str(record.get("training_params", ""))
+        if (record.get("task_name") != task.key or (tag is not None and record.get("tag") != tag)
+                or len(order.split()) < 2 or not record.get("stages")):
+            continue
+        if order not in best or record["stages"][-1]["dev"][metric] > best[order]["stages"][-1]["dev"][metric]:
+            best[order] = record
+    return best
+
+
+def plot_runs(runs, task, output, title):
+    """Draw one panel per order of `runs` (from select_runs) into the PNG file `output`."""
+    rows = math.ceil(len(runs) / PANELS_PER_ROW)
+    columns = min(len(runs), PANELS_PER_ROW)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    for ax, (order, record) in zip(axes.flat, runs.items()):
+        steps = record["max_steps"]
+        for i, stage in enumerate(record["stages"]):
+            label = stage_label(stage["training_params"])
+            x = [i * steps + step for step, _ in stage["eval_history"]]
+            y = [score for _, score in stage["eval_history"]]
+            ax.plot(x, y, color=COLOUR.get(label, "tab:gray"), marker=".", label=label)
+            if i:
+                ax.axvline(i * steps, color="black", linestyle="--", linewidth=0.8)
+        final = record["stages"][-1]["dev"][task.main_metric]
+        ax.set_title(f"{' → '.join(stage_label(s) for s in order.split())}\n"
+                     f"lr {record.get('learning_rate')}, final dev {task.main_metric} {final * 100:.1f}",
+                     fontsize=10)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8, loc="lower right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"dev {task.main_metric}")
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(output, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--log_file", default="log")
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--tag", help="only records with this tag")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    args = parser.parse_args(argv)
+    try:
+        task = get_task(args.task)
+        runs = select_runs(read_results(args.log_file), task, args.tag)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"no multi-stage record for task {task.name} in {args.log_file}"
+              + (f" with tag {args.tag!r}" if args.tag else ""), file=sys.stderr)
+        return 1
+    plot_runs(runs, task, args.output, f"{task.name}: sequential delta tuning" + (f" ({args.tag})" if args.tag else ""))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
