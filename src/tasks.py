@@ -1,0 +1,200 @@
+"""The table of tasks: label lists, output mode, main metric, and the paper's per-task settings.
+
+One entry per task; everything that scripts and tools need about a task is read from here,
+including where its data files keep the sentences and labels (`Layout`), how to read them
+(`read_examples`) and how to score predictions (`compute_metrics`).
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from src.errors import UserError
+
+
+@dataclass(frozen=True)
+class InputExample:
+    guid: str                      # "{split}-{n}": line n of a tsv file, row n of a csv file
+    text_a: str
+    text_b: str = None             # None for single-sentence tasks
+    label: object = None           # label string as in the file; float for STS-B
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Columns of a data file (-1 = last column). csv: LM-BFF's `label,text` files."""
+    text_a: int
+    text_b: int = None
+    label: int = -1
+    header: bool = True
+    csv: bool = False
+
+    @property
+    def extension(self):
+        return "csv" if self.csv else "tsv"
+
+
+LMBFF_CSV = Layout(text_a=1, label=0, header=False, csv=True)
+
+SOFT_ONE = "*cls*{P}*sent_0**sep+**mask**sep+*"
+SOFT_TWO = "*cls*{P}*sent_0**sep+**sent_1**sep+**mask**sep+*"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str                      # canonical spelling, as in the data folders (SST-2, sst-5, ...)
+    labels: tuple                  # label values as they appear in the files (strings)
+    main_metric: str               # metric used to pick the best dev checkpoint and in tables
+    manual_template: str           # HARD=Y template; "{P}" is where *prompt* goes
+    mapping: str                   # label words as a Python dict literal
+    two_sentences: bool = False
+    regression: bool = False
+    extra_args: tuple = ()         # per-task run.py arguments (SPEC §8)
+    splits: dict = field(default_factory=lambda: {"train": "train", "dev": "dev", "test": "test"})
+    layout: Layout = LMBFF_CSV
+
+    @property
+    def key(self):
+        """Lower-case name used in results records (LM-BFF's `task_name`)."""
+        return self.name.lower()
+
+    def template(self, hard="Y", prompt=False):
+        """The HARD=Y (manual) or HARD=N (soft-only) template, with or without `*prompt*`."""
+        if hard not in ("Y", "N"):
+            raise UserError(f"HARD must be Y or N, got {hard!r}")
+        pattern = self.manual_template if hard == "Y" else (SOFT_TWO if self.two_sentences else SOFT_ONE)
+        return pattern.replace("{P}", "prompt" if prompt else "")
+
+
+_SINGLE = ("--first_sent_limit", "110")
+_NLI3 = ("contradiction", "entailment", "neutral")
+_NLI2 = ("entailment", "not_entailment")
+_MNLI_TEMPLATE = "*cls*{P}*sent-_0*?*mask*,*+sentl_1**sep+*"
+_PAIR_TEMPLATE = "*cls*{P}*sent_0**mask*,*+sentl_1**sep+*"
+_NLI3_WORDS = "{'contradiction':'No','entailment':'Yes','neutral':'Maybe'}"
+_NLI2_WORDS = "{'not_entailment':'No','entailment':'Yes'}"
+
+
+TASKS = {t.key: t for t in [
+    Task("SST-2", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+         layout=Layout(text_a=0, label=1)),
+    Task("CoLA", ("0", "1"), "mcc", "*cls*{P}*sent_0*_This_is*mask*.*sep+*", "{'0':'incorrect','1':'correct'}",
+         layout=Layout(text_a=3, label=1, header=False)),
+    Task("MRPC", ("0", "1"), "f1", _PAIR_TEMPLATE, "{'0':'No','1':'Yes'}", two_sentences=True,
+         layout=Layout(text_a=3, text_b=4, label=0)),
+    Task("QQP", ("0", "1"), "f1", _PAIR_TEMPLATE, "{'0':'No','1':'Yes'}", two_sentences=True,
+         extra_args=("--num_sample", "4"), layout=Layout(text_a=3, text_b=4, label=5)),
+    Task("STS-B", ("0", "1"), "pearson", _PAIR_TEMPLATE, "{'0':'No','1':'Yes'}", two_sentences=True,
+         regression=True, layout=Layout(text_a=7, text_b=8)),
+    Task("MNLI", _NLI3, "acc", _MNLI_TEMPLATE, _NLI3_WORDS, two_sentences=True,
+         extra_args=("--max_seq_length", "512", "--num_sample", "4"),
+         splits={"train": "train", "dev": "dev_matched", "test": "test_matched",
+                 "test-mm": "test_mismatched"},
+         layout=Layout(text_a=8, text_b=9)),
+    Task("SNLI", _NLI3, "acc", _MNLI_TEMPLATE, _NLI3_WORDS, two_sentences=True,
+         extra_args=("--max_seq_length", "256", "--num_sample", "4"), layout=Layout(text_a=7, text_b=8)),
+    Task("QNLI", _NLI2, "acc", _MNLI_TEMPLATE, _NLI2_WORDS, two_sentences=True,
+         layout=Layout(text_a=1, text_b=2)),
+    Task("RTE", _NLI2, "acc", _MNLI_TEMPLATE, _NLI2_WORDS, two_sentences=True,
+         extra_args=("--max_seq_length", "512", "--first_sent_limit", "240"), layout=Layout(text_a=1, text_b=2)),
+    Task("mr", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+         extra_args=_SINGLE + ("--other_sent_limit", "50", "--double_demo")),
+    Task("cr", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+         extra_args=_SINGLE + ("--other_sent_limit", "50", "--double_demo")),
+    Task("mpqa", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+         extra_args=_SINGLE + ("--double_demo",)),
+    Task("sst-5", ("0", "1", "2", "3", "4"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*",
+         "{'0':'terrible','1':'bad','2':'okay','3':'good','4':'great'}",
+         extra_args=_SINGLE + ("--other_sent_limit", "20", "--double_demo")),
+    Task("subj", ("0", "1"), "acc", "*cls*{P}*sent_0*_This_is*mask*.*sep+*", "{'0':'subjective','1':'objective'}",
+         extra_args=_SINGLE + ("--other_sent_limit", "50", "--double_demo")),
+    Task("trec", ("0", "1", "2", "3", "4", "5"), "acc", "*cls*{P}*mask*:*+sent_0**sep+*",
+         "{'0':'Description','1':'Entity','2':'Expression','3':'Human','4':'Location','5':'Number'}",
+         extra_args=_SINGLE + ("--double_demo",)),
+]}
+
+
+def get_task(name):
+    """Look a task up by name, case-insensitively (`SST-2`, `sst-2`); `mnli-mm` is MNLI."""
+    key = name.lower()
+    if key == "mnli-mm":
+        key = "mnli"
+    if key not in TASKS:
+        known = ", ".join(t.name for t in TASKS.values())
+        raise UserError(f"unknown task {name!r}; known tasks: {known}")
+    return TASKS[key]
+
+
+def data_file(task, data_dir, split):
+    """Path of `split` (train/dev/test, test-mm for MNLI) of `task` under `data_dir`."""
+    if split not in task.splits:
+        raise UserError(f"task {task.name} has no split {split!r}; splits: {', '.join(task.splits)}")
+    return Path(data_dir) / f"{task.splits[split]}.{task.layout.extension}"
+
+
+def read_examples(task, data_dir, split):
+    """The examples of one split, in file order. Labels are checked against `task.labels`."""
+    task = get_task(task) if isinstance(task, str) else task
+    path = data_file(task, data_dir, split)
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    rows = _read_csv(path) if task.layout.csv else _read_tsv(path, task.layout.header)
+    return [_example(task, path, split, number, row) for number, row in rows]
+
+
+def _read_tsv(path, header):
+    """GLUE tsv: tab-separated, no quoting; yields (line number, fields)."""
+    with open(path, encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip("\n")
+            if line and not (header and number == 1):
+                yield number, line.split("\t")
+
+
+def _read_csv(path):
+    """LM-BFF csv (`label,text`, no header); yields (line number, fields)."""
+    import pandas as pd  # only the csv tasks need it
+    frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+    for number, row in enumerate(frame.itertuples(index=False), start=1):
+        yield number, list(row)
+
+
+def _example(task, path, split, number, fields):
+    layout = task.layout
+    try:
+        text_a = fields[layout.text_a]
+        text_b = None if layout.text_b is None else fields[layout.text_b]
+        label = fields[layout.label]
+    except IndexError:
+        raise UserError(f"{path}:{number}: {len(fields)} columns, too few for task {task.name}") from None
+    if task.regression:
+        try:
+            label = float(label)
+        except ValueError:
+            raise UserError(f"{path}:{number}: label {label!r} is not a number") from None
+    elif label not in task.labels:
+        raise UserError(f"{path}:{number}: label {label!r} is not one of {list(task.labels)}")
+    return InputExample(guid=f"{split}-{number}", text_a=text_a, text_b=text_b, label=label)
+
+
+def compute_metrics(task, predictions, labels):
+    """Metrics keyed by bare name; `task.main_metric` is one of them.
+
+    Classification: predictions and labels are indices into `task.labels`; STS-B: float scores.
+    """
+    from scipy.stats import pearsonr, spearmanr  # imported here: slow imports that only metrics need
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    task = get_task(task) if isinstance(task, str) else task
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape:
+        raise UserError(f"{len(predictions)} predictions for {len(labels)} labels")
+    if task.regression:
+        return {"pearson": float(pearsonr(predictions, labels)[0]),
+                "spearmanr": float(spearmanr(predictions, labels)[0])}
+    metrics = {"acc": float((predictions == labels).mean())}
+    if task.main_metric == "mcc":
+        metrics["mcc"] = float(matthews_corrcoef(labels, predictions))
+    if task.main_metric == "f1":
+        metrics["f1"] = float(f1_score(labels, predictions, pos_label=task.labels.index("1")))
+    return metrics

@@ -1,0 +1,71 @@
+"""The prompt model: dynamic padding and mask-only scoring equal the reference computation."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from src.dataset import Collator, FewShotDataset
+from src.models import PromptMLM, build_model, regression_prediction
+from src.tasks import get_task
+from src.templates import label_word_ids, parse_mapping
+
+
+def model_and_batch(model_dir, data_root, tmp_path, task_name="SST-2", seed_dir="16-42"):
+    task = get_task(task_name)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    features = SimpleNamespace(task_name=task.name, data_dir=str(data_root / "k-shot" / task.name / seed_dir),
+                               template=task.template("Y", prompt=True), mapping=task.mapping,
+                               few_shot_type="prompt", max_seq_length=128, prompt_num=10, seed=42)
+    dataset = FewShotDataset(features, tokenizer, "test", cache_dir=tmp_path)
+    items = [dataset[i] for i in range(16)]
+    words = label_word_ids(tokenizer, parse_mapping(task.mapping, task.labels), task.labels)
+    model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
+                                 use_adapter=True, adapter_reduction_factor=16, reference_mode=False)
+    torch.manual_seed(0)
+    model = build_model(model_args, task, words, has_prompt=True).eval()
+    with torch.no_grad():  # non-zero adapters, so that they take part in the comparison
+        for name, parameter in model.named_parameters():
+            if "adapter" in name or "soft_prompt" in name:
+                parameter.normal_(0, 0.05)
+    return model, items, tokenizer.pad_token_id
+
+
+def test_dynamic_padding_and_mask_only_head_match_the_reference(tiny_model, data_root, tmp_path):
+    model, items, pad_id = model_and_batch(tiny_model, data_root, tmp_path)
+    dynamic = Collator(pad_id)(items)
+    padded = Collator(pad_id, pad_to=128)(items)
+    assert dynamic["input_ids"].shape[1] < 128
+    with torch.no_grad():
+        fast = model(**dynamic)["logits"]
+        model.reference_mode = True
+        reference = model(**padded)["logits"]
+    assert fast.shape == (16, 2)
+    assert torch.allclose(fast, reference, atol=1e-5, rtol=0), (fast - reference).abs().max()
+
+
+def test_regression_loss_keeps_the_reference_quirk(tiny_roberta, data_root, tmp_path):
+    model, items, pad_id = model_and_batch(tiny_roberta, data_root, tmp_path, "STS-B")
+    assert model.regression and isinstance(model, PromptMLM)
+    batch = Collator(pad_id)(items[:4])
+    assert batch["labels"].dtype == torch.float
+    with torch.no_grad():
+        output = model(**batch)
+    logp = output["logits"]
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(4), atol=1e-6)
+    p = batch["labels"] / 5.0
+    target = torch.stack([1 - p, p], -1)
+    with pytest.warns(UserWarning):  # torch warns about reduction='mean', the reference's setting
+        expected = torch.nn.KLDivLoss(log_target=True)(logp, target)
+    assert torch.allclose(output["loss"], expected, atol=1e-6)
+    assert torch.allclose(regression_prediction(logp), logp[:, 1].exp() * 5)
+
+
+@pytest.mark.parametrize("use_adapter", [False, True])
+def test_finetune_mode_has_a_classification_head(use_adapter, tiny_roberta):
+    task = get_task("SST-2")
+    args = SimpleNamespace(few_shot_type="finetune", model_name_or_path=tiny_roberta, prompt_num=10,
+                           use_adapter=use_adapter, adapter_reduction_factor=16, reference_mode=False)
+    model = build_model(args, task, None, has_prompt=False)
+    assert model.config.num_labels == 2
+    assert any(name.startswith("classifier.") for name, _ in model.named_parameters())
