@@ -76,7 +76,7 @@ class Experiment:
         from src.delta.checkpoint import load_delta, save_delta
         from src.models import build_model
         from src.templates import label_word_ids, parse_mapping, parse_template
-        from src.trainer import DeltaTrainer, train_in_stages
+        from src.trainer import DeltaTrainer, score_splits, train_in_stages
 
         started = time.time()
         data_args, model_args, args = self.data_args, self.model_args, self.args
@@ -91,8 +91,11 @@ class Experiment:
 
         feature_args = SimpleNamespace(**dataclasses.asdict(data_args), few_shot_type=model_args.few_shot_type,
                                        prompt_num=model_args.prompt_num, seed=args.seed)
+        splits = ["train", "dev"] + ([] if data_args.dev_as_test else ["test"])
+        splits += ["test-mm"] if "test-mm" in self.task.splits and not data_args.dev_as_test else []
         datasets = {split: FewShotDataset(feature_args, tokenizer, split, cache_dir=data_args.feature_cache_dir)
-                    for split in ["train", "dev", "test"] + (["test-mm"] if "test-mm" in self.task.splits else [])}
+                    for split in splits}
+        datasets.setdefault("test", datasets["dev"])
 
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
@@ -115,12 +118,12 @@ class Experiment:
             stage_results, trainer = train_in_stages(model, stages, make_trainer, eval_sets, model_args.stage_init)
         else:
             trainer = make_trainer(model)
+        final_splits = {split: dataset for split, dataset in datasets.items()
+                        if not (split == "train" and data_args.skip_train_eval)}
         metrics = {}
-        for split in ["train", "dev", "test", "test-mm"]:
-            if split in datasets:
-                prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
-                for name, value in trainer.score(datasets[split]).items():
-                    metrics[f"{prefix}_eval_{name}"] = value
+        for split, scores in score_splits(trainer, final_splits).items():
+            prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
+            metrics.update({f"{prefix}_eval_{name}": value for name, value in scores.items()})
         trainable, total = count_parameters(model, all_methods)
         if self.trains:
             save_delta(model, all_methods, args.output_dir, self.arguments_record())

@@ -57,6 +57,11 @@ class DataArguments:
     demo_filter_model: Optional[str] = field(default=None)
     demo_filter_rate: float = field(default=0.5)
     overwrite_cache: bool = field(default=False)
+    skip_train_eval: bool = field(
+        default=False, metadata={"help": "Leave the train split out of the final evaluation (large train sets)."})
+    dev_as_test: bool = field(
+        default=False, metadata={"help": "Full data: the dev set is also the test set (GLUE test labels are "
+                                          "hidden), as in the reference's full-data runs."})
     feature_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where tokenised features are cached (default: beside the data)."})
 

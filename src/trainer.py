@@ -69,6 +69,15 @@ def restore(model, state):
             parameters[name].copy_(tensor)
 
 
+def score_splits(trainer, datasets):
+    """{split: metrics}; a dataset serving as two splits (dev as test) is scored once."""
+    scores = {}
+    for dataset in datasets.values():
+        if id(dataset) not in scores:
+            scores[id(dataset)] = trainer.score(dataset)
+    return {split: scores[id(dataset)] for split, dataset in datasets.items()}
+
+
 def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last"):
     """Train each stage with a fresh Trainer (fresh optimizer and schedule) on its own groups.
 
@@ -85,7 +94,7 @@ def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last"):
         restore(model, trainer.best_state or last)
         result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
                   "eval_history": trainer.eval_history}
-        result.update({split: trainer.score(dataset) for split, dataset in eval_sets.items()})
+        result.update(score_splits(trainer, eval_sets))
         results.append(result)
         if stage_init == "last" and index < len(stages) - 1:
             restore(model, last)

