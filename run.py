@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from src.errors import UserError  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
 
 IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "max_steps", "eval_steps", "template", "mapping", "few_shot_type",
@@ -25,6 +25,7 @@ IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_
                  "data_dir", "max_seq_length", "num_sample", "num_k")
 
 
+@cli
 def main(argv=None):
     from src.arguments import parse_args
     model_args, data_args, training_args = parse_args(argv)
@@ -147,8 +148,4 @@ class Experiment:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

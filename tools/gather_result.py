@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.errors import UserError  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
 from src.results import matches, read_results  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 
@@ -142,6 +142,7 @@ def format_report(result):
     return "\n".join(lines)
 
 
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
@@ -150,12 +151,8 @@ def main(argv=None):
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff")
     parser.add_argument("--test_task", help="report this test set instead (MNLI: mnli-mm)")
     args = parser.parse_args(argv)
-    try:
-        condition = parse_condition(args.condition)
-        result = gather(read_results(args.log_file), condition, args.key, args.protocol, args.test_task)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    condition = parse_condition(args.condition)
+    result = gather(read_results(args.log_file), condition, args.key, args.protocol, args.test_task)
     if result is None:
         print(f"no record in {args.log_file} matches {condition}", file=sys.stderr)
         return 1

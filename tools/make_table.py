@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.errors import UserError  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.results import read_results  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from tools.gather_result import PROTOCOLS, gather  # noqa: E402
@@ -123,6 +123,7 @@ def render_latex(table):
     return "\n".join(lines)
 
 
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
@@ -131,11 +132,7 @@ def main(argv=None):
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff")
     parser.add_argument("--latex", action="store_true", help="LaTeX tabular instead of Markdown")
     args = parser.parse_args(argv)
-    try:
-        table = build_table(read_results(args.log_file), args.task, args.tag, args.protocol)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    table = build_table(read_results(args.log_file), args.task, args.tag, args.protocol)
     if all(cell is None for block in table["blocks"] for _, row in block["rows"] for cell in row):
         print(f"no record in {args.log_file} fills a cell of the table", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.errors import UserError  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.results import read_results  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 
@@ -77,6 +77,7 @@ def plot_runs(runs, task, output, title):
     plt.close(fig)
 
 
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
@@ -84,12 +85,8 @@ def main(argv=None):
     parser.add_argument("--tag", help="only records with this tag")
     parser.add_argument("--output", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
-    try:
-        task = get_task(args.task)
-        runs = select_runs(read_results(args.log_file), task, args.tag)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    task = get_task(args.task)
+    runs = select_runs(read_results(args.log_file), task, args.tag)
     if not runs:
         print(f"no multi-stage record for task {task.name} in {args.log_file}"
               + (f" with tag {args.tag!r}" if args.tag else ""), file=sys.stderr)
