@@ -1,0 +1,535 @@
+"""Speed and memory benchmark of the prompt-based delta-tuning loop (figures: docs/PERFORMANCE.md).
+
+    python tools/benchmark.py --model_size small --task SST-2 --data_dir ../shared/data/k-shot/SST-2/16-42
+
+A RoBERTa-shaped masked LM with random weights is built from a config (no download) with the real
+RoBERTa vocabulary (tokenizer of tools/create_tiny_model.py). On the real k-shot data (train split
+for the training batches, test split for evaluation) and in one process it times
+
+  (a) this project's code: `PromptMLM` (at the mask only, the LM head's transform and then only the
+      label words' rows of the vocabulary projection) on dynamically padded batches (`Collator()`),
+      evaluation in length-grouped batches (longest first, as `DeltaTrainer`) under `torch.inference_mode`;
+  (b) the same code in reference mode: batches padded to max_seq_length, full-vocabulary MLM scores
+      at every position (`PromptMLM(reference_mode=True)`, `Collator(pad_to=max_seq_length)`);
+  (c) a plain transformers `RobertaForMaskedLM` forward (forward+backward for training) on the
+      batches of (a) (the soft-prompt ids -k replaced by token id 0).
+
+Evaluation: (a) is timed on the whole test set; (a), (b), (c) and the evaluation speed items are
+timed on every `--slow_eval_stride`-th of (a)'s length-grouped batches (the same examples, the same
+eval batch size for all). Training: a step is what the HF Trainer does per step: forward, loss,
+backward, grad-clip 1.0, AdamW over the trainable parameters (fused: the Trainer's default optimizer
+with torch >= 2.8), linear schedule, zero_grad; one warm-up step, then the timed steps.
+
+Compared runs are timed round-robin (round i: every run does its i-th batch or step, in a rotating
+order), so changes in machine load during the benchmark hit all of them alike.
+
+Peak memory: each configuration in its own process (forked from a server that imported this module
+once): CUDA max allocated on GPU, peak RSS (VmHWM, reset once the model is built) on CPU, both
+counted above the process's memory just before the model is built, i.e. weights + gradients +
+optimizer state + activations.
+
+Output: `metric<TAB>value` lines: settings, memory, raw speed figures, the speed items, then ratios.
+"""
+import argparse
+import contextlib
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_with_warmup  # noqa: E402
+
+from src.dataset import Collator, FewShotDataset  # noqa: E402
+from src.delta import adapter, set_trainable  # noqa: E402
+from src.models import PromptMLM  # noqa: E402
+from src.tasks import get_task  # noqa: E402
+from src.templates import label_word_ids, parse_mapping  # noqa: E402
+from tools.count_params import SIZES  # noqa: E402
+from tools.create_tiny_model import roberta_tokenizer  # noqa: E402
+
+METHODS = ["prompt", "bias", "adapter", "prompt,bias,adapter", "all"]
+PROMPT_NUM = 10
+MODEL_SIZES = {
+    # small: the whole benchmark runs on 2 CPU cores in under 3 minutes; real RoBERTa vocabulary
+    "small": {**SIZES["roberta-base"][1], "hidden_size": 256, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "intermediate_size": 1024},
+    "base": SIZES["roberta-base"][1],
+    "large": SIZES["roberta-large"][1],
+}
+MEMORY_STEPS = 2  # step 2's backward holds weights, optimizer state, gradients and activations at once
+MEMORY_EVAL_BATCHES = 2  # the longest length-grouped batches come first
+MEMORY_PROCESSES = 2  # memory children run side by side, one thread each; nothing is timed meanwhile
+# imported once by the fork server that the memory children are forked from
+PRELOAD = ["torch", "transformers", "adapters", "transformers.models.roberta.modeling_roberta",
+           "adapters.models.roberta.modeling_roberta", "src.dataset", "src.models", "src.delta",
+           "tools.count_params", "tools.create_tiny_model"]
+
+
+# -- setup --------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_size", default="small", choices=sorted(MODEL_SIZES))
+    parser.add_argument("--task", default="SST-2")
+    parser.add_argument("--data_dir", required=True, help="k-shot folder with the train and test files")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every timed forward")
+    parser.add_argument("--max_seq_length", type=int, default=None,
+                        help="default: the task's own setting (SPEC §8), else 128 (run.py's default)")
+    parser.add_argument("--train_batch_size", type=int, default=4, help="the reference's 16-shot batch size")
+    parser.add_argument("--eval_batch_size", type=int, default=8, help="used by (a), (b) and (c) alike")
+    parser.add_argument("--train_steps", type=int, default=8, help="timed steps per method (after 1 warm-up)")
+    parser.add_argument("--reference_train_steps", type=int, default=2,
+                        help="timed steps per method in reference mode (all its padded batches cost the same)")
+    parser.add_argument("--slow_eval_stride", type=int, default=8,
+                        help="(b), (c) and the speed items are timed on every N-th length-grouped eval batch")
+    parser.add_argument("--cache_dir", default=None, help="feature cache folder (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads of the timed runs; 0 = torch's default (all cores). One "
+                             "thread keeps figures and ratios stable on a shared machine: with two threads "
+                             "and other load, every op waits for a descheduled OpenMP thread")
+    parser.add_argument("--skip_memory", action="store_true", help="no memory measurements")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
+    return args
+
+
+def task_settings(task):
+    """The task's own run.py arguments (SPEC §8) that shape its features, as a dict."""
+    extra, settings = list(task.extra_args), {}
+    for i, name in enumerate(extra):
+        if name in ("--max_seq_length", "--first_sent_limit", "--other_sent_limit"):
+            settings[name[2:]] = int(extra[i + 1])
+    return settings
+
+
+def make_setup(args):
+    """Tokenizer, config, features and every batch (on the device): everything but the models."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    task = get_task(args.task)
+    if task.regression:
+        raise SystemExit(f"error: {task.name} is a regression task; the benchmark times classification tasks")
+    tokenizer = roberta_tokenizer()
+    settings = task_settings(task)
+    template = task.template("Y", prompt=True)
+    if "prompt" not in template.split("*"):
+        raise SystemExit(f"error: the {task.name} template has no *prompt* part: {template}")
+    data_args = SimpleNamespace(
+        task_name=task.name, data_dir=args.data_dir, template=template, mapping=task.mapping,
+        few_shot_type="prompt", max_seq_length=args.max_seq_length or settings.get("max_seq_length", 128),
+        first_sent_limit=settings.get("first_sent_limit"), other_sent_limit=settings.get("other_sent_limit"),
+        prompt_num=PROMPT_NUM, overwrite_cache=False)
+    sizes = MODEL_SIZES[args.model_size]
+    setup = SimpleNamespace(
+        args=args, task=task, tokenizer=tokenizer, data_args=data_args, device=torch.device(args.device),
+        config=AutoConfig.for_model("roberta", **{**sizes, "vocab_size": max(sizes["vocab_size"], len(tokenizer))}),
+        label_words=label_word_ids(tokenizer, parse_mapping(task.mapping, task.labels), task.labels),
+        train_set=FewShotDataset(data_args, tokenizer, "train", cache_dir=args.cache_dir),
+        test_set=FewShotDataset(data_args, tokenizer, "test", cache_dir=args.cache_dir))
+    dynamic = Collator(tokenizer.pad_token_id)
+    padded = Collator(tokenizer.pad_token_id, pad_to=data_args.max_seq_length)
+
+    def batches(collator, dataset, groups):
+        return [{name: t.to(setup.device) for name, t in collator([dataset[i] for i in g]).items()} for g in groups]
+
+    # training: the Trainer's shuffled order (seeded), batch after batch, one warm-up step first
+    order = np.random.default_rng(args.seed).permutation(len(setup.train_set))
+    groups = [order[i:i + args.train_batch_size] for i in range(0, len(order), args.train_batch_size)]
+    groups = [groups[i % len(groups)] for i in range(args.train_steps + 1)]
+    setup.train_batches = batches(dynamic, setup.train_set, groups)
+    setup.train_batches_padded = batches(padded, setup.train_set, groups[:args.reference_train_steps + 1])
+    # evaluation: the whole test set length-grouped; the slow subset in three layouts
+    setup.eval_groups = eval_groups(setup.test_set, args.eval_batch_size)
+    setup.eval_batches = batches(dynamic, setup.test_set, setup.eval_groups)
+    setup.slow_ids = list(range(0, len(setup.eval_groups), args.slow_eval_stride))
+    subset_groups = [setup.eval_groups[b] for b in setup.slow_ids]
+    setup.subset_batches = [setup.eval_batches[b] for b in setup.slow_ids]
+    setup.subset_batches_padded = batches(padded, setup.test_set, subset_groups)
+    in_file_order = np.sort(np.concatenate(subset_groups))
+    setup.subset_batches_dataset_order = batches(dynamic, setup.test_set, [
+        in_file_order[i:i + args.eval_batch_size] for i in range(0, len(in_file_order), args.eval_batch_size)])
+    return setup
+
+
+def eval_groups(dataset, batch_size):
+    """Example indices of each evaluation batch, the examples sorted by length (longest first)."""
+    lengths = np.array([len(item["input_ids"]) for item in dataset])
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def build_model(setup, with_adapter=False, attn_implementation="sdpa"):
+    """PromptMLM over a randomly initialised RoBERTa (same seed: same weights), on the device."""
+    torch.manual_seed(setup.args.seed)
+    mlm = AutoModelForMaskedLM.from_config(setup.config, attn_implementation=attn_implementation)
+    if with_adapter:
+        adapter.attach(mlm)
+    model = PromptMLM(mlm, setup.label_words, prompt_num=PROMPT_NUM)
+    return model.to(setup.device)
+
+
+def sync(setup):
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast(setup):
+    return torch.autocast(device_type=setup.device.type, dtype=torch.bfloat16, enabled=setup.args.bf16)
+
+
+@contextlib.contextmanager
+def reference_mode(model, enabled=True):
+    model.reference_mode = enabled
+    try:
+        yield model
+    finally:
+        model.reference_mode = False
+
+
+def round_robin(setup, runs):
+    """Time `runs` (name -> (units, do(i))) interleaved: in round i each run does its unit i, the order
+    rotating per round. Unit 0 is a warm-up. Returns name -> seconds of units 1, 2, ..."""
+    names, seconds = list(runs), dict.fromkeys(runs, 0.0)
+    for i in range(max(units for units, _ in runs.values())):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            units, do = runs[name]
+            if i < units:
+                sync(setup)
+                start = time.perf_counter()
+                do(i)
+                sync(setup)
+                if i:
+                    seconds[name] += time.perf_counter() - start
+    return seconds
+
+
+# -- forwards: each returns the (batch, classes) label-word logits in fp32 ------------------------
+
+def eval_inputs(batch):
+    return {name: batch[name] for name in ("input_ids", "attention_mask", "mask_pos")}
+
+
+def prompt_mlm_logits(model, batch):
+    """(a): the project's PromptMLM forward (reference_mode off)."""
+    return model(**eval_inputs(batch))["logits"]
+
+
+def reference_logits(model, batch):
+    """(b): the same PromptMLM in reference mode (full-vocabulary scores at every position)."""
+    with reference_mode(model):
+        return model(**eval_inputs(batch))["logits"]
+
+
+def plain_hf_logits(model, batch):
+    """(c): plain `RobertaForMaskedLM` forward (vocabulary scores at every position), then gather."""
+    scores = model.mlm(input_ids=batch["input_ids"].clamp(min=0), attention_mask=batch["attention_mask"]).logits
+    rows = torch.arange(scores.size(0), device=scores.device)
+    return scores[rows, batch["mask_pos"]][:, model.label_word_ids].float()
+
+
+def full_vocab_head_logits(model, batch):
+    """Comparison item (the previous fast path): the whole LM head, full vocabulary, at the mask
+    position only, then the label words' columns; what `PromptMLM.label_word_scores` saves."""
+    embeddings = model.soft_prompt(batch["input_ids"], model.mlm.get_input_embeddings())
+    hidden = model.mlm.base_model(inputs_embeds=embeddings, attention_mask=batch["attention_mask"])[0]
+    rows = torch.arange(hidden.size(0), device=hidden.device)
+    return model.mlm.lm_head(hidden[rows, batch["mask_pos"]])[:, model.label_word_ids].float()
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def eval_run(setup, model, batches, logits_fn, grad_mode=torch.inference_mode, keep=None):
+    """(units, do) for round_robin: a warm-up on the first batch, then each batch; logits into `keep`."""
+    model.eval()
+
+    def do(i):
+        with grad_mode(), autocast(setup):
+            logits = logits_fn(model, batches[max(i - 1, 0)]).float().cpu()
+        if i and keep is not None:
+            keep.append(logits)
+    return len(batches) + 1, do
+
+
+def examples_per_s(batches, seconds):
+    return sum(len(b["input_ids"]) for b in batches) / seconds
+
+
+def measure_eval(setup, results):
+    """(a) on the whole test set; then (a), (b), (c) and the speed items on the same subset, round-robin."""
+    model = build_model(setup)
+    eager = build_model(setup, attn_implementation="eager")
+    seconds = round_robin(setup, {"fast": eval_run(setup, model, setup.eval_batches, prompt_mlm_logits)})
+    results["eval_examples_per_s_fast_whole_test_set"] = examples_per_s(setup.eval_batches, seconds["fast"])
+
+    fp32 = not setup.args.bf16
+    logits = {name: [] for name in ("fast", "reference", "full_vocab_head", "eager_attention")}
+    subset, in_file_order = setup.subset_batches, setup.subset_batches_dataset_order
+    runs = {  # each speed item differs from "fast" in one respect
+        "fast": eval_run(setup, model, subset, prompt_mlm_logits, keep=logits["fast"]),
+        "reference": eval_run(setup, model, setup.subset_batches_padded, reference_logits, keep=logits["reference"]),
+        "plain_hf": eval_run(setup, model, subset, plain_hf_logits),
+        "fast_dataset_order": eval_run(setup, model, in_file_order, prompt_mlm_logits),
+        # also what DeltaTrainer does (HF prediction loop): length-sorted batches under no_grad
+        "fast_no_grad": eval_run(setup, model, subset, prompt_mlm_logits, torch.no_grad),
+        "fast_full_vocab_head": eval_run(setup, model, subset, full_vocab_head_logits,
+                                         keep=logits["full_vocab_head"]),
+        "fast_eager_attention": eval_run(setup, eager, subset, prompt_mlm_logits, keep=logits["eager_attention"]),
+    }
+    seconds = round_robin(setup, runs)
+    for name, total in seconds.items():
+        batches = setup.subset_batches_padded if name == "reference" else subset
+        results[f"eval_examples_per_s_{name}"] = examples_per_s(batches, total)
+
+    if not fp32:  # the equivalence check is an fp32 one: recompute without autocast
+        setup = SimpleNamespace(**{**vars(setup), "args": SimpleNamespace(**{**vars(setup.args), "bf16": False})})
+        bf16_logits, logits = torch.cat(logits["fast"]), {name: [] for name in logits}
+        round_robin(setup, {
+            "fast": eval_run(setup, model, subset, prompt_mlm_logits, keep=logits["fast"]),
+            "reference": eval_run(setup, model, setup.subset_batches_padded, reference_logits,
+                                  keep=logits["reference"]),
+            "full_vocab_head": eval_run(setup, model, subset, full_vocab_head_logits,
+                                        keep=logits["full_vocab_head"]),
+            "eager_attention": eval_run(setup, eager, subset, prompt_mlm_logits, keep=logits["eager_attention"])})
+    if not fp32:
+        results["max_abs_logit_diff_bf16_vs_fp32"] = (bf16_logits - torch.cat(logits["fast"])).abs().max().item()
+    reference = torch.cat(logits["reference"])
+    results["max_abs_logit_diff_fast_vs_reference"] = (torch.cat(logits["fast"]) - reference).abs().max().item()
+    for name in ("full_vocab_head", "eager_attention"):
+        results[f"max_abs_logit_diff_{name}_vs_reference"] = (torch.cat(logits[name]) - reference).abs().max().item()
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def make_optimizer(params, implementation="fused"):
+    """torch AdamW as the HF Trainer builds it: 'adamw_torch_fused' (its default with torch >= 2.8) or
+    'adamw_torch' (the for-loop implementation on CPU tensors)."""
+    flags = {"fused": {"fused": True}, "for-loop": {"foreach": False}}[implementation]
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, **flags)
+
+
+def trainer_step(setup, model, batch, optimizer, scheduler, clipped):
+    """One HF Trainer step: forward, loss, backward, grad-clip 1.0, AdamW, schedule, zero_grad."""
+    with autocast(setup):
+        loss = model(**batch)["loss"]
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(clipped, 1.0)
+    optimizer.step()
+    scheduler.step()
+    model.zero_grad(set_to_none=True)
+
+
+def train_run(setup, model, methods, batches, reference=False, optimizer_impl="fused", grads_for_frozen=False):
+    """(units, do) for round_robin: one Trainer step per batch with a fresh optimizer over `methods`.
+
+    grads_for_frozen: the naive alternative to freezing (every parameter keeps requires_grad, the
+    optimizer only holds the trained ones)."""
+    model.train()
+    set_trainable(model, methods.split(","))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if grads_for_frozen:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    optimizer = make_optimizer(params, optimizer_impl)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(batches))
+
+    def do(i):
+        with reference_mode(model, reference):
+            trainer_step(setup, model, batches[i], optimizer, scheduler, params)
+    return len(batches), do
+
+
+def plain_hf_train_run(setup, model, batches):
+    """(units, do) for (c): plain RobertaForMaskedLM forward + backward with its own MLM loss (the label
+    word at the mask), every parameter trained; no optimizer."""
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    def do(i):
+        batch = batches[i]
+        labels = torch.full_like(batch["input_ids"], -100)
+        rows = torch.arange(labels.size(0), device=labels.device)
+        labels[rows, batch["mask_pos"]] = model.label_word_ids[batch["labels"]]
+        with autocast(setup):
+            loss = model.mlm(input_ids=batch["input_ids"].clamp(min=0), attention_mask=batch["attention_mask"],
+                             labels=labels).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return len(batches), do
+
+
+def measure_training(setup, results):
+    """Steps/s per method for (a) and (b), forward+backward/s for (c) and the training speed items,
+    all round-robin. (a) and (b) of a method share its model (fresh optimizer each)."""
+    runs, fast, padded = {}, setup.train_batches, setup.train_batches_padded
+    for methods in METHODS:
+        model = build_model(setup, with_adapter="adapter" in methods)
+        runs[methods] = train_run(setup, model, methods, fast)
+        runs[f"reference_{methods}"] = train_run(setup, model, methods, padded, reference=True)
+        if methods == "all":
+            runs["all_adamw_for-loop"] = train_run(setup, model, methods, fast, optimizer_impl="for-loop")
+    everything_requires_grad = build_model(setup)
+    runs["bias_grads_for_frozen"] = train_run(setup, everything_requires_grad, "bias", fast, grads_for_frozen=True)
+    runs["plain_hf_fwd_bwd"] = plain_hf_train_run(setup, everything_requires_grad, fast[:len(padded)])
+    seconds = round_robin(setup, runs)
+    for name, total in seconds.items():
+        results[f"train_steps_per_s_{name}"] = (runs[name][0] - 1) / total
+
+
+def measure_tokenisation(setup, results):
+    """Building the test features from the data file vs loading them from the feature cache."""
+    with tempfile.TemporaryDirectory(dir=setup.args.cache_dir) as cache:
+        start = time.perf_counter()
+        FewShotDataset(setup.data_args, setup.tokenizer, "test", cache_dir=cache)
+        results["features_build_s_uncached"] = time.perf_counter() - start
+        start = time.perf_counter()
+        FewShotDataset(setup.data_args, setup.tokenizer, "test", cache_dir=cache)
+        results["features_load_s_cached"] = time.perf_counter() - start
+
+
+# -- memory (one process per configuration) -----------------------------------------------------
+
+MEMORY_CONFIGS = ([("train", "fast", m) for m in METHODS] + [("train", "reference", m) for m in METHODS]
+                  + [("train", "plain_hf", "all"), ("eval", "fast", None), ("eval", "reference", None),
+                     ("eval", "plain_hf", None)])
+
+
+def memory_name(phase, mode, methods):
+    if phase == "eval":
+        return f"peak_memory_mb_eval_{mode}"
+    if mode == "plain_hf":
+        return "peak_memory_mb_plain_hf_train"
+    return f"peak_memory_mb_{'' if mode == 'fast' else 'reference_'}{methods}"
+
+
+def _proc_status_bytes(field):
+    return 1024 * int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def memory_in_use(setup):
+    return torch.cuda.memory_allocated() if setup.device.type == "cuda" else _proc_status_bytes("VmRSS")
+
+
+def reset_peak(setup):
+    if setup.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
+
+
+def peak(setup):
+    return torch.cuda.max_memory_allocated() if setup.device.type == "cuda" else _proc_status_bytes("VmHWM")
+
+
+def memory_child(args, phase, mode, methods):
+    """In its own process: the peak memory of one configuration above the pre-model baseline, bytes."""
+    setup = make_setup(args)
+    torch.set_num_threads(1)
+    baseline = memory_in_use(setup)
+    model = build_model(setup, with_adapter="adapter" in (methods or ""))
+    reset_peak(setup)
+    if phase == "eval":
+        forward = {"fast": prompt_mlm_logits, "reference": reference_logits, "plain_hf": plain_hf_logits}[mode]
+        batches = setup.subset_batches_padded if mode == "reference" else setup.eval_batches
+        units, do = eval_run(setup, model, batches[:MEMORY_EVAL_BATCHES], forward)
+    elif mode == "plain_hf":
+        units, do = plain_hf_train_run(setup, model, setup.train_batches[:MEMORY_STEPS])
+    else:
+        batches = setup.train_batches_padded if mode == "reference" else setup.train_batches
+        units, do = train_run(setup, model, methods, batches[:MEMORY_STEPS], reference=mode == "reference")
+    for i in range(units):
+        do(i)
+    sync(setup)
+    return peak(setup) - baseline
+
+
+def measure_memory(setup, results):
+    """Each configuration in a new process, forked from a server that imported the libraries once."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    with context.Pool(processes=MEMORY_PROCESSES, maxtasksperchild=1) as pool:
+        peaks = pool.starmap(memory_child, [(setup.args, *config) for config in MEMORY_CONFIGS], chunksize=1)
+    for config, peak_bytes in zip(MEMORY_CONFIGS, peaks):
+        results[memory_name(*config)] = peak_bytes / 2 ** 20
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def describe(setup, results):
+    args, config = setup.args, setup.config
+    results.update({
+        "device": torch.cuda.get_device_name() if setup.device.type == "cuda" else "cpu",
+        "torch_version": torch.__version__, "threads": torch.get_num_threads(), "bf16": args.bf16,
+        "model_size": args.model_size, "hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size, "task": setup.task.name, "max_seq_length": setup.data_args.max_seq_length,
+        "train_batch_size": args.train_batch_size, "eval_batch_size": args.eval_batch_size,
+        "test_examples": len(setup.test_set), "subset_examples": sum(len(b["input_ids"]) for b in setup.subset_batches),
+        "memory_measure": "cuda_max_allocated" if setup.device.type == "cuda" else "peak_rss_above_baseline",
+    })
+
+
+def add_ratios(results):
+    r = results
+    r["eval_speedup_vs_max_length_padding"] = r["eval_examples_per_s_fast"] / r["eval_examples_per_s_reference"]
+    r["eval_throughput_ratio_vs_plain_hf"] = r["eval_examples_per_s_fast"] / r["eval_examples_per_s_plain_hf"]
+    for item in ("dataset_order", "no_grad", "full_vocab_head", "eager_attention"):
+        r[f"eval_speedup_fast_vs_{item}"] = r["eval_examples_per_s_fast"] / r[f"eval_examples_per_s_fast_{item}"]
+    r["train_speedup_prompt_vs_all"] = r["train_steps_per_s_prompt"] / r["train_steps_per_s_all"]
+    r["train_speedup_bias_vs_all"] = r["train_steps_per_s_bias"] / r["train_steps_per_s_all"]
+    for methods in METHODS:
+        r[f"train_speedup_{methods}_vs_reference"] = (r[f"train_steps_per_s_{methods}"]
+                                                      / r[f"train_steps_per_s_reference_{methods}"])
+    r["train_speedup_bias_vs_bias_grads_for_frozen"] = (r["train_steps_per_s_bias"]
+                                                        / r["train_steps_per_s_bias_grads_for_frozen"])
+    r["train_speedup_all_fused_vs_for-loop_adamw"] = (r["train_steps_per_s_all"]
+                                                      / r["train_steps_per_s_all_adamw_for-loop"])
+    if "peak_memory_mb_all" in r:
+        r["peak_memory_ratio_adapter_vs_all"] = r["peak_memory_mb_adapter"] / r["peak_memory_mb_all"]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    temporary = None
+    if args.cache_dir is None:
+        args.cache_dir = temporary = tempfile.mkdtemp(prefix="benchmark-features-")
+    try:
+        started = time.perf_counter()
+        setup = make_setup(args)
+        results = {}
+        describe(setup, results)
+        phases = [measure_tokenisation, measure_eval, measure_training]
+        if not args.skip_memory:
+            phases.insert(0, measure_memory)
+        for phase in phases:
+            phase_started = time.perf_counter()
+            phase(setup, results)
+            print(f"# {phase.__name__}: {time.perf_counter() - phase_started:.1f} s", file=sys.stderr)
+        add_ratios(results)
+        results["benchmark_wall_s"] = time.perf_counter() - started
+        for name, value in results.items():
+            print(f"{name}\t{value:.6g}" if isinstance(value, float) else f"{name}\t{value}")
+        return 0
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
