@@ -38,6 +38,13 @@ LMBFF_CSV = Layout(text_a=1, label=0, header=False, csv=True)
 
 SOFT_ONE = "*cls*{P}*sent_0**sep+**mask**sep+*"
 SOFT_TWO = "*cls*{P}*sent_0**sep+**sent_1**sep+**mask**sep+*"
+PLAIN_PARTS = {"cls", "sep", "sep+", "mask", "sent_0", "sent_1"}
+
+
+def hard_of(template):
+    """'N' when the template, soft prompts aside, holds only special tokens and the sentences."""
+    parts = [part for part in template.split("*") if part and part != "prompt"]
+    return "N" if all(part in PLAIN_PARTS for part in parts) else "Y"
 
 
 @dataclass(frozen=True)

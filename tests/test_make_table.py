@@ -5,7 +5,8 @@ import pytest
 
 from src.results import append_result
 from src.tasks import get_task
-from tools.make_table import COLUMNS, build_table, column_of, hard_of, main
+from src.tasks import hard_of
+from tools.make_table import COLUMNS, build_table, column_of, main
 
 TASKS = ("SST-2", "CoLA")
 PERCENT = {"none": 0.0, "Adapter": 1.754, "BitFit": 0.091, "BitFit+Adapter": 1.843, "Prompt": 0.0029,

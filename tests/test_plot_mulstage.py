@@ -28,9 +28,11 @@ def records():
     return out
 
 
-def test_select_runs_keeps_the_best_final_dev_per_order():
+def test_select_runs_keeps_the_best_final_dev_per_order_and_template_kind():
     runs = select_runs(records(), get_task("SST-2"), tag="mul")
-    assert len(runs) == 6
+    assert len(runs) == 6 and {hard for _, hard in runs} == {"N"}
+    with_template = [dict(r, template="*cls*prompt*sent_0*_It_was*mask*.*sep+*") for r in records()]
+    assert len(select_runs(records() + with_template, get_task("SST-2"), tag="mul")) == 12
     assert {r["learning_rate"] for r in runs.values()} == {1e-3}
     assert select_runs(records(), get_task("SST-2"), tag="other") == {}
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.errors import cli  # noqa: E402
 from src.results import read_results  # noqa: E402
-from src.tasks import get_task  # noqa: E402
+from src.tasks import get_task, hard_of  # noqa: E402
 from tools.gather_result import PROTOCOLS, gather  # noqa: E402
 
 COLUMNS = ("none", "Adapter", "BitFit", "BitFit+Adapter", "Prompt", "Prompt+Adapter", "Prompt+BitFit",
@@ -24,13 +24,6 @@ COLUMNS = ("none", "Adapter", "BitFit", "BitFit+Adapter", "Prompt", "Prompt+Adap
 GROUP = {"Prompt": "prompt", "BitFit": "bias", "Adapter": "adapter"}
 COLUMN_OF_GROUPS = {frozenset(GROUP[name] for name in column.split("+")): column for column in COLUMNS[1:]}
 BLOCKS = (("N", "without templates (HARD=N)"), ("Y", "with templates (HARD=Y)"))
-PLAIN_PARTS = {"cls", "sep", "sep+", "mask", "sent_0", "sent_1"}
-
-
-def hard_of(template):
-    """'N' when the template, soft prompts aside, holds only special tokens and the sentences."""
-    parts = [part for part in template.split("*") if part and part != "prompt"]
-    return "N" if all(part in PLAIN_PARTS for part in parts) else "Y"
 
 
 def column_of(record):

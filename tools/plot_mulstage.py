@@ -1,9 +1,10 @@
-"""The sequential-training figure: dev score vs. global step, one panel per stage order.
+"""The sequential-training figure: dev score vs. global step, one panel per stage order and
+template kind (with manual template / soft-only, as in the paper's 12 panels).
 
 Each multi-stage record (`training_params` with several space-separated stages) carries its
 stages' eval histories; stage i is drawn after the end of stage i-1 (offset i × max_steps), coloured
 by method (PT = prompt, BF = BitFit, AP = adapter). With several records of one order (learning
-rates, seeds), the one with the best final-stage dev score is drawn.
+rates, seeds) and template kind, the one with the best final-stage dev score is drawn.
 
 Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
 """
@@ -21,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.errors import cli  # noqa: E402
 from src.results import read_results  # noqa: E402
-from src.tasks import get_task  # noqa: E402
+from src.tasks import get_task, hard_of  # noqa: E402
 
 LABEL = {"prompt": "PT", "bias": "BF", "adapter": "AP"}
 COLOUR = {"PT": "tab:blue", "BF": "tab:orange", "AP": "tab:green"}
+TEMPLATE_KIND = {"Y": "template", "N": "no template"}
 PANELS_PER_ROW = 3
 
 
@@ -34,7 +36,8 @@ def stage_label(training_params):
 
 
 def select_runs(records, task, tag=None):
-    """order (a multi-stage `training_params`) → its record with the best final-stage dev score."""
+    """(order, 'Y'|'N') → the record with the best final-stage dev score; order is a multi-stage
+    `training_params`, Y/N the template kind (manual / soft-only)."""
     metric = task.main_metric
     best = {}
     for record in records:
@@ -42,8 +45,9 @@ def select_runs(records, task, tag=None):
         if (record.get("task_name") != task.key or (tag is not None and record.get("tag") != tag)
                 or len(order.split()) < 2 or not record.get("stages")):
             continue
-        if order not in best or record["stages"][-1]["dev"][metric] > best[order]["stages"][-1]["dev"][metric]:
-            best[order] = record
+        key = (order, hard_of(record.get("template", "")))
+        if key not in best or record["stages"][-1]["dev"][metric] > best[key]["stages"][-1]["dev"][metric]:
+            best[key] = record
     return best
 
 
@@ -52,7 +56,7 @@ def plot_runs(runs, task, output, title):
     rows = math.ceil(len(runs) / PANELS_PER_ROW)
     columns = min(len(runs), PANELS_PER_ROW)
     fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False, sharey=True)
-    for ax, (order, record) in zip(axes.flat, runs.items()):
+    for ax, ((order, hard), record) in zip(axes.flat, sorted(runs.items(), key=lambda item: item[0][::-1])):
         steps = record["max_steps"]
         for i, stage in enumerate(record["stages"]):
             label = stage_label(stage["training_params"])
@@ -62,7 +66,7 @@ def plot_runs(runs, task, output, title):
             if i:
                 ax.axvline(i * steps, color="black", linestyle="--", linewidth=0.8)
         final = record["stages"][-1]["dev"][task.main_metric]
-        ax.set_title(f"{' → '.join(stage_label(s) for s in order.split())}\n"
+        ax.set_title(f"{' → '.join(stage_label(s) for s in order.split())} ({TEMPLATE_KIND[hard]})\n"
                      f"lr {record.get('learning_rate')}, final dev {task.main_metric} {final * 100:.1f}",
                      fontsize=10)
         ax.set_xlabel("step")

@@ -1,0 +1,52 @@
+"""Print the per-task run.py arguments, one per line, for the shell scripts (`mapfile -t ARGS < <(...)`).
+
+Everything comes from `src/tasks.py` (SPEC §8), so the scripts never spell out templates or label words:
+
+    $ python tools/task_args.py --task SST-2 --hard Y --prompt
+    --task_name
+    SST-2
+    --template
+    *cls*prompt*sent_0*_It_was*mask*.*sep+*
+    --mapping
+    {'0':'terrible','1':'great'}
+
+followed by the task's extra arguments (e.g. MNLI: --max_seq_length 512 --num_sample 4).
+Unknown task or bad --hard: `error: ...` on stderr, exit 2.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.errors import UserError  # noqa: E402
+from src.tasks import get_task  # noqa: E402
+
+
+def task_arguments(name, hard="Y", prompt=False):
+    """The run.py arguments of task `name` as a list of strings."""
+    task = get_task(name)
+    return ["--task_name", task.name, "--template", task.template(hard, prompt),
+            "--mapping", task.mapping, *task.extra_args]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", required=True, help="task name (SST-2, CoLA, MNLI, ...), any case")
+    parser.add_argument("--hard", default="Y", help="Y: manual template; N: soft-only template")
+    parser.add_argument("--prompt", action="store_true", help="insert the soft prompt (*prompt*) into the template")
+    args = parser.parse_args(argv)
+    try:
+        lines = task_arguments(args.task, args.hard, args.prompt)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if any("\n" in line for line in lines):  # one argument per line is the contract with the scripts
+        print("error: an argument contains a newline", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
