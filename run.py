@@ -90,13 +90,7 @@ class Experiment:
         words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
                  if prompt_mode else None)
 
-        feature_args = SimpleNamespace(**dataclasses.asdict(data_args), few_shot_type=model_args.few_shot_type,
-                                       prompt_num=model_args.prompt_num, seed=args.seed)
-        splits = ["train", "dev"] + ([] if data_args.dev_as_test else ["test"])
-        splits += ["test-mm"] if "test-mm" in self.task.splits and not data_args.dev_as_test else []
-        datasets = {split: FewShotDataset(feature_args, tokenizer, split, cache_dir=data_args.feature_cache_dir)
-                    for split in splits}
-        datasets.setdefault("test", datasets["dev"])
+        datasets = self.load_datasets(FewShotDataset, tokenizer)
 
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
@@ -104,8 +98,10 @@ class Experiment:
         model = build_model(model_args, self.task, words, has_prompt)
         if model_args.delta_path:
             load_delta(model, model_args.delta_path)
-        pad_to = data_args.max_seq_length * (2 if data_args.double_demo and model_args.few_shot_type ==
-                                             "prompt-demo" else 1) if model_args.reference_mode else None
+        pad_to = None
+        if model_args.reference_mode:  # the reference pads every batch to the maximum length
+            doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
+            pad_to = data_args.max_seq_length * (2 if doubled else 1)
         collator = Collator(tokenizer.pad_token_id, pad_to=pad_to)
 
         def make_trainer(model):
@@ -126,18 +122,32 @@ class Experiment:
             prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
             metrics.update({f"{prefix}_eval_{name}": value for name, value in scores.items()})
         trainable, total = count_parameters(model, all_methods)
-        if self.trains:
-            save_delta(model, all_methods, args.output_dir, self.arguments_record())
+        trainable = trainable if self.trains else 0
         record = {**self.arguments_record(), **metrics, "trainable_params": trainable, "total_params": total,
                   "trainable_percent": 100.0 * trainable / total, "stages": stage_results,
                   "wall_time": round(time.time() - started, 2),
                   "time": datetime.datetime.now().isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-        if args.process_index == 0:
+        if args.process_index == 0:  # one writer under torchrun
             from src.results import append_result
+            if self.trains:
+                save_delta(model, all_methods, args.output_dir, self.arguments_record())
             append_result(args.log_file, record)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return record
+
+    def load_datasets(self, dataset_class, tokenizer):
+        """train, dev, test (+ test-mm for MNLI) features; with --dev_as_test, test is dev."""
+        data_args = self.data_args
+        feature_args = SimpleNamespace(**dataclasses.asdict(data_args), few_shot_type=self.model_args.few_shot_type,
+                                       prompt_num=self.model_args.prompt_num, seed=self.args.seed)
+        splits = ["train", "dev"]
+        if not data_args.dev_as_test:
+            splits += ["test"] + (["test-mm"] if "test-mm" in self.task.splits else [])
+        datasets = {split: dataset_class(feature_args, tokenizer, split, cache_dir=data_args.feature_cache_dir)
+                    for split in splits}
+        datasets.setdefault("test", datasets["dev"])
+        return datasets
 
     def load_tokenizer(self, auto_tokenizer):
         try:

@@ -44,7 +44,11 @@ class PromptMLM(nn.Module):
         embeds = (self.soft_prompt(input_ids, word_embeddings) if self.soft_prompt is not None
                   else word_embeddings(input_ids))
         rows = torch.arange(input_ids.size(0), device=input_ids.device)
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        extra = {}
+        if token_type_ids is not None:
+            # `*sep+*` counts segments up (0, 1, 2, ... with two sentences or demonstrations); BERT has
+            # two segment embeddings, so later segments share the last one.
+            extra["token_type_ids"] = token_type_ids.clamp(max=self.config.type_vocab_size - 1)
         if self.reference_mode:
             vocab_scores = self.mlm(inputs_embeds=embeds, attention_mask=attention_mask, **extra).logits
             mask_scores = vocab_scores[rows, mask_pos][:, self.label_word_ids]

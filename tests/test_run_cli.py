@@ -79,7 +79,7 @@ def test_zero_shot_and_json_arguments(tiny_roberta, data_root, tmp_path):
     (tmp_path / "args.json").write_text(json.dumps(config))
     assert run_cli(["args.json"], tmp_path).returncode == 0
     zero_shot, from_json = log_records(tmp_path)
-    assert zero_shot["do_train"] is False and zero_shot["stages"] == []
+    assert zero_shot["do_train"] is False and zero_shot["stages"] == [] and zero_shot["trainable_params"] == 0
     assert from_json["tag"] == "json" and "sst-2_test_eval_acc" in from_json
 
 
@@ -120,3 +120,27 @@ def test_adapter_without_use_adapter_is_an_error(tiny_roberta, data_root, tmp_pa
     result = run_cli(args, tmp_path)
     assert result.returncode == 2 and "--use_adapter" in result.stderr
     assert log_records(tmp_path) == []
+
+
+MODES = {  # (few_shot_type, model family, task, HARD, training_params)
+    "demonstrations, BERT": ("prompt-demo", "bert", "SST-2", "Y", "prompt,bias"),
+    "finetune head, RoBERTa": ("finetune", "roberta", "SST-2", "Y", "bias"),
+    "two sentences soft-only, BERT": ("prompt", "bert", "MRPC", "N", "prompt,bias"),
+}
+
+
+@pytest.mark.parametrize("case", MODES)
+def test_modes_and_families_run_end_to_end(case, tiny_roberta, tiny_bert, data_root, tmp_path):
+    from src.tasks import get_task
+    mode, family, task_name, hard, training_params = MODES[case]
+    task = get_task(task_name)
+    args = readme_example({"bert": tiny_bert, "roberta": tiny_roberta}[family], data_root, tmp_path, **{
+        "--task_name": task.name, "--data_dir": str(data_root / "k-shot" / task.name / "16-42"),
+        "--template": task.template(hard, prompt=True), "--mapping": task.mapping, "--few_shot_type": mode,
+        "--num_sample": "2", "--training_params": training_params})
+    args.remove("--use_adapters")
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = log_records(tmp_path)
+    assert record["few_shot_type"] == mode
+    assert f"{task.key}_test_eval_{task.main_metric}" in record
