@@ -109,18 +109,21 @@ class Experiment:
                                 eval_dataset=datasets["dev"], data_collator=collator, task=self.task)
 
         all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
-        stage_results = []
+        stage_results, stage_scores = [], {}
         if self.trains:
             eval_sets = {"dev": datasets["dev"], "test": datasets["test"]}
             stage_results, trainer = train_in_stages(model, stages, make_trainer, eval_sets, model_args.stage_init)
+            # The model is still in the state its last stage was scored in: reuse those scores.
+            stage_scores = {split: stage_results[-1][split] for split in eval_sets}
         else:
             trainer = make_trainer(model)
-        final_splits = {split: dataset for split, dataset in datasets.items()
-                        if not (split == "train" and data_args.skip_train_eval)}
+        final_splits = [split for split in datasets if not (split == "train" and data_args.skip_train_eval)]
+        scores = {**stage_scores, **score_splits(trainer, {split: datasets[split] for split in final_splits
+                                                           if split not in stage_scores})}
         metrics = {}
-        for split, scores in score_splits(trainer, final_splits).items():
+        for split in final_splits:
             prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
-            metrics.update({f"{prefix}_eval_{name}": value for name, value in scores.items()})
+            metrics.update({f"{prefix}_eval_{name}": value for name, value in scores[split].items()})
         trainable, total = count_parameters(model, all_methods)
         trainable = trainable if self.trains else 0
         record = {**self.arguments_record(), **metrics, "trainable_params": trainable, "total_params": total,

@@ -78,20 +78,24 @@ _NLI3 = ("contradiction", "entailment", "neutral")
 _NLI2 = ("entailment", "not_entailment")
 _MNLI_TEMPLATE = "*cls*{P}*sent-_0*?*mask*,*+sentl_1**sep+*"
 _PAIR_TEMPLATE = "*cls*{P}*sent_0**mask*,*+sentl_1**sep+*"
+_IT_WAS = "*cls*{P}*sent_0*_It_was*mask*.*sep+*"
+_THIS_IS = "*cls*{P}*sent_0*_This_is*mask*.*sep+*"
+_POLARITY_WORDS = "{'0':'terrible','1':'great'}"
+_YES_NO_WORDS = "{'0':'No','1':'Yes'}"
 _NLI3_WORDS = "{'contradiction':'No','entailment':'Yes','neutral':'Maybe'}"
 _NLI2_WORDS = "{'not_entailment':'No','entailment':'Yes'}"
 
 
 TASKS = {t.key: t for t in [
-    Task("SST-2", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+    Task("SST-2", ("0", "1"), "acc", _IT_WAS, _POLARITY_WORDS,
          layout=Layout(text_a=0, label=1)),
-    Task("CoLA", ("0", "1"), "mcc", "*cls*{P}*sent_0*_This_is*mask*.*sep+*", "{'0':'incorrect','1':'correct'}",
+    Task("CoLA", ("0", "1"), "mcc", _THIS_IS, "{'0':'incorrect','1':'correct'}",
          layout=Layout(text_a=3, label=1, header=False)),
-    Task("MRPC", ("0", "1"), "f1", _PAIR_TEMPLATE, "{'0':'No','1':'Yes'}", two_sentences=True,
+    Task("MRPC", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
          layout=Layout(text_a=3, text_b=4, label=0)),
-    Task("QQP", ("0", "1"), "f1", _PAIR_TEMPLATE, "{'0':'No','1':'Yes'}", two_sentences=True,
+    Task("QQP", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
          extra_args=("--num_sample", "4"), layout=Layout(text_a=3, text_b=4, label=5)),
-    Task("STS-B", ("0", "1"), "pearson", _PAIR_TEMPLATE, "{'0':'No','1':'Yes'}", two_sentences=True,
+    Task("STS-B", ("0", "1"), "pearson", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
          regression=True, layout=Layout(text_a=7, text_b=8)),
     Task("MNLI", _NLI3, "acc", _MNLI_TEMPLATE, _NLI3_WORDS, two_sentences=True,
          extra_args=("--max_seq_length", "512", "--num_sample", "4"),
@@ -104,16 +108,16 @@ TASKS = {t.key: t for t in [
          layout=Layout(text_a=1, text_b=2)),
     Task("RTE", _NLI2, "acc", _MNLI_TEMPLATE, _NLI2_WORDS, two_sentences=True,
          extra_args=("--max_seq_length", "512", "--first_sent_limit", "240"), layout=Layout(text_a=1, text_b=2)),
-    Task("mr", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+    Task("mr", ("0", "1"), "acc", _IT_WAS, _POLARITY_WORDS,
          extra_args=_SINGLE + ("--other_sent_limit", "50", "--double_demo")),
-    Task("cr", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+    Task("cr", ("0", "1"), "acc", _IT_WAS, _POLARITY_WORDS,
          extra_args=_SINGLE + ("--other_sent_limit", "50", "--double_demo")),
-    Task("mpqa", ("0", "1"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*", "{'0':'terrible','1':'great'}",
+    Task("mpqa", ("0", "1"), "acc", _IT_WAS, _POLARITY_WORDS,
          extra_args=_SINGLE + ("--double_demo",)),
-    Task("sst-5", ("0", "1", "2", "3", "4"), "acc", "*cls*{P}*sent_0*_It_was*mask*.*sep+*",
+    Task("sst-5", ("0", "1", "2", "3", "4"), "acc", _IT_WAS,
          "{'0':'terrible','1':'bad','2':'okay','3':'good','4':'great'}",
          extra_args=_SINGLE + ("--other_sent_limit", "20", "--double_demo")),
-    Task("subj", ("0", "1"), "acc", "*cls*{P}*sent_0*_This_is*mask*.*sep+*", "{'0':'subjective','1':'objective'}",
+    Task("subj", ("0", "1"), "acc", _THIS_IS, "{'0':'subjective','1':'objective'}",
          extra_args=_SINGLE + ("--other_sent_limit", "50", "--double_demo")),
     Task("trec", ("0", "1", "2", "3", "4", "5"), "acc", "*cls*{P}*mask*:*+sent_0**sep+*",
          "{'0':'Description','1':'Entity','2':'Expression','3':'Human','4':'Location','5':'Number'}",
