@@ -19,12 +19,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from src.errors import UserError, cli  # noqa: E402
 
-IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "max_steps", "eval_steps", "template", "mapping", "few_shot_type",
-                 "training_params", "do_train", "model_name_or_path", "prompt_num", "use_adapter", "stage_init",
-                 "data_dir", "max_seq_length", "num_sample", "num_k")
-
-
 @cli
 def main(argv=None):
     from src.arguments import parse_args
@@ -51,16 +45,11 @@ class Experiment:
         if model_args.few_shot_type not in ("prompt", "finetune", "prompt-demo"):
             raise UserError(f"unknown --few_shot_type {model_args.few_shot_type!r} (prompt, finetune, prompt-demo)")
 
-    def record_identity(self):
-        record = self.arguments_record()
-        return {key: record.get(key) for key in IDENTITY_KEYS}
-
     def already_logged(self):
-        from src.results import matches, read_results
+        from src.results import is_logged, read_results
         if not Path(self.args.log_file).exists():
             return False
-        identity = self.record_identity()
-        return any(matches(record, identity) for record in read_results(self.args.log_file))
+        return is_logged(read_results(self.args.log_file), self.arguments_record())
 
     def arguments_record(self):
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
@@ -74,8 +63,9 @@ class Experiment:
 
         from src.dataset import Collator, FewShotDataset
         from src.delta import METHODS, count_parameters, parse_stages
-        from src.delta.checkpoint import load_delta, save_delta
+        from src.delta.checkpoint import load_delta, save_delta, saved_methods
         from src.models import build_model
+        from src.results import metric_key, run_facts
         from src.templates import label_word_ids, parse_mapping, parse_template
         from src.trainer import DeltaTrainer, score_splits, train_in_stages
 
@@ -84,8 +74,9 @@ class Experiment:
         prompt_mode = model_args.few_shot_type != "finetune"
         if prompt_mode and not (data_args.template and data_args.mapping):
             raise UserError("--template and --mapping are required unless --few_shot_type finetune")
-        has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
-        stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter, has_prompt=has_prompt)
+        template_parts = {part.kind for part in parse_template(data_args.template).parts} if prompt_mode else set()
+        stages = parse_stages(model_args.training_params, template_parts=template_parts)
+        all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
         tokenizer = self.load_tokenizer(AutoTokenizer)
         words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
                  if prompt_mode else None)
@@ -95,7 +86,10 @@ class Experiment:
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
         set_seed(args.seed)
-        model = build_model(model_args, self.task, words, has_prompt)
+        attached = set(all_methods) | ({"adapter"} if model_args.use_adapter else set())
+        if model_args.delta_path:  # the saved delta's modules, whatever this run trains
+            attached |= saved_methods(model_args.delta_path)
+        model = build_model(model_args, self.task, words, attached, template_parts)
         if model_args.delta_path:
             load_delta(model, model_args.delta_path)
         pad_to = None
@@ -108,7 +102,6 @@ class Experiment:
             return DeltaTrainer(model=model, args=args, train_dataset=datasets["train"],
                                 eval_dataset=datasets["dev"], data_collator=collator, task=self.task)
 
-        all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
         stage_results, stage_scores = [], {}
         if self.trains:
             eval_sets = {"dev": datasets["dev"], "test": datasets["test"]}
@@ -122,12 +115,13 @@ class Experiment:
                                                            if split not in stage_scores})}
         metrics = {}
         for split in final_splits:
-            prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
-            metrics.update({f"{prefix}_eval_{name}": value for name, value in scores[split].items()})
+            task_key, name = ("mnli-mm", "test") if split == "test-mm" else (self.task.key, split)
+            metrics.update({metric_key(task_key, name, metric): value for metric, value in scores[split].items()})
         trainable, total = count_parameters(model, all_methods)
         trainable = trainable if self.trains else 0
-        record = {**self.arguments_record(), **metrics, "trainable_params": trainable, "total_params": total,
-                  "trainable_percent": 100.0 * trainable / total, "stages": stage_results,
+        arguments = self.arguments_record()
+        record = {**arguments, **run_facts(arguments), **metrics,
+                  "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total, "stages": stage_results,
                   "wall_time": round(time.time() - started, 2),
                   "time": datetime.datetime.now().isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}

@@ -11,7 +11,7 @@
 #   PROMPT ('prompt' inserts the soft prompt into the template; else empty)
 #   NOTRAIN (1: zero-shot, no --do_train; SEED then defaults to 13)
 #   TRAIN_PARAM (--training_params value; several space-separated stages = multi-stage;
-#                --use_adapter is added when any stage lists adapter; empty: run.py's default)
+#                empty: run.py's default)
 #   STAGE_INIT (last|best, multi-stage only)   GPUN (1; >1: torchrun, per-device batch BS/GPUN)
 #   K (16)  MAX_STEP (6000)  EVAL_STEP (200)  DATA_ROOT (data)  LOG_FILE (log)  RESULT_DIR (result)
 #   DATA_DIR (default $DATA_ROOT/k-shot/$TASK/$K-$SEED; FULLDATA=1: $DATA_ROOT/original/$TASK,
@@ -73,9 +73,10 @@ if [[ -n ${BS:-} ]]; then
 fi
 
 # ---- per-task arguments (src/tasks.py) ------------------------------------------------------
-prompt_flag=()
-[[ $PROMPT == prompt ]] && prompt_flag=(--prompt)
-task_args_text=$("$PYTHON" "$HERE/tools/task_args.py" --task "$TASK" --hard "$HARD" "${prompt_flag[@]}") ||
+task_flags=()
+[[ $PROMPT == prompt ]] && task_flags=(--prompt)
+[[ $FULLDATA == 1 ]] && task_flags+=(--fulldata)
+task_args_text=$("$PYTHON" "$HERE/tools/task_args.py" --task "$TASK" --hard "$HARD" "${task_flags[@]}") ||
     exit 2  # task_args.py has said what is wrong
 mapfile -t TASK_ARGS <<<"$task_args_text"
 TASK_NAME=${TASK_ARGS[1]}  # canonical spelling (SST-2, not sst-2): the data folders use it
@@ -105,7 +106,6 @@ ARGS+=("${TASK_ARGS[@]}" --data_dir "$DATA_DIR")
 if [[ -n $TRAIN_PARAM ]]; then
     read -ra stages <<<"$TRAIN_PARAM"
     ARGS+=(--training_params "${stages[@]}")
-    [[ ",${TRAIN_PARAM//[[:space:]]/,}," == *,adapter,* ]] && ARGS+=(--use_adapter)
 fi
 [[ -n $STAGE_INIT ]] && ARGS+=(--stage_init "$STAGE_INIT")
 if (($# == 1)); then

@@ -7,10 +7,11 @@
 #
 # Environment:
 #   TASK (required)  TAG (exp)  BS (4)  SEEDS ("13 21 42 87 100"; zero-shot uses the first)
-#   LRS (overrides every learning-rate grid; default: SPEC §7 per method)
-#   HARDS ("Y N")  COMBOS (columns to run, default
-#          "none prompt bias adapter prompt,adapter bias,adapter prompt,bias prompt,bias,adapter";
-#          "none" = zero-shot; stages of a multi-stage order are joined by '-': prompt-bias-adapter)
+#   LRS (overrides every learning-rate grid; default: SPEC §7, from the delta registry)
+#   HARDS ("Y N")  COMBOS (columns to run, default: zero-shot and the paper's 7 combinations, or the
+#          6 orders of a multi-stage sweep; "none" = zero-shot; any combination of the registry's
+#          methods, e.g. "lora prompt,lora"; stages of a multi-stage order are joined by '-':
+#          prompt-bias-adapter). `python tools/sweep_plan.py --sweep fewshot` lists the columns.
 #   PRINT_JOBS (1: print one self-contained command line per run instead of running;
 #               pending: only the runs that the results log does not hold yet)
 #   Passed on to every run when set: MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE
@@ -37,41 +38,20 @@ TASK_NAME=$("$PY" "$HERE/tools/task_args.py" --task "$TASK" | sed -n 2p) || exit
 [[ $PRINT_JOBS == 0 || $PRINT_JOBS == 1 || $PRINT_JOBS == pending ]] ||
     die "PRINT_JOBS must be 1, pending or 0/empty, got '$PRINT_JOBS'"
 
-ALL_COMBOS="prompt bias adapter prompt,adapter bias,adapter prompt,bias prompt,bias,adapter"
-ALL_ORDERS="prompt-bias-adapter prompt-adapter-bias bias-prompt-adapter bias-adapter-prompt adapter-prompt-bias adapter-bias-prompt"
 case $SWEEP in
-fewshot)
-    EXPERIMENT=run_experiment.sh TAG=${TAG:-exp} BS=${BS:-4}
-    SEEDS=${SEEDS:-13 21 42 87 100} COMBOS=${COMBOS:-none $ALL_COMBOS}
-    ;;
-mulstage)
-    EXPERIMENT=run_mulstage_experiment.sh TAG=${TAG:-exp-mulstage} BS=${BS:-4}
-    SEEDS=${SEEDS:-13 21 42 87 100} COMBOS=${COMBOS:-$ALL_ORDERS}
-    ;;
-fulldata)
-    EXPERIMENT=run_fulldata_experiment.sh TAG=${TAG:-exp-fulldata} BS=${BS:-64}
-    SEEDS=${SEEDS:-13 21 42} COMBOS=${COMBOS:-none $ALL_COMBOS}
-    ;;
+fewshot) EXPERIMENT=run_experiment.sh TAG=${TAG:-exp} BS=${BS:-4} SEEDS=${SEEDS:-13 21 42 87 100} ;;
+mulstage) EXPERIMENT=run_mulstage_experiment.sh TAG=${TAG:-exp-mulstage} BS=${BS:-4} SEEDS=${SEEDS:-13 21 42 87 100} ;;
+fulldata) EXPERIMENT=run_fulldata_experiment.sh TAG=${TAG:-exp-fulldata} BS=${BS:-64} SEEDS=${SEEDS:-13 21 42} ;;
 *) die "SWEEP must be fewshot, mulstage or fulldata, got '$SWEEP'" ;;
 esac
 read -ra SEED_LIST <<<"$SEEDS"
-read -ra COMBO_LIST <<<"$COMBOS"
 read -ra HARD_LIST <<<"${HARDS:-Y N}"
 ((${#SEED_LIST[@]})) || die "SEEDS is empty"
 
-lr_grid() {  # the learning rates of one combination (SPEC §7)
-    if [[ -n ${LRS:-} ]]; then
-        echo "$LRS"
-        return
-    fi
-    case $SWEEP:$1 in
-    fewshot:prompt) echo 1e-2 3e-3 1e-3 3e-4 ;;
-    fewshot:bias) echo 3e-3 1e-3 3e-4 1e-4 ;;
-    fewshot:*) echo 1e-3 3e-4 1e-4 3e-5 ;;
-    mulstage:*) echo 1e-2 3e-3 1e-3 3e-4 ;;
-    fulldata:*) echo 1e-2 1e-3 1e-4 1e-5 ;;
-    esac
-}
+# The columns: COMBO|TRAIN_PARAM|PROMPT|learning rates (tools/sweep_plan.py: registry facts).
+plan_text=$("$PY" "$HERE/tools/sweep_plan.py" --sweep "$SWEEP" ${COMBOS:+--combos "$COMBOS"} ${LRS:+--lrs "$LRS"}) ||
+    exit 2  # sweep_plan.py has said what is wrong
+mapfile -t PLAN <<<"$plan_text"
 
 # ---- the job list ---------------------------------------------------------------------------
 # A job is the quoted environment of one run; its command line is
@@ -98,15 +78,13 @@ add_job() {  # add_job NAME=VALUE...
 
 for hard in "${HARD_LIST[@]}"; do
     [[ $hard == Y || $hard == N ]] || die "HARDS may hold only Y and N, got '$hard'"
-    for combo in "${COMBO_LIST[@]}"; do
+    for row in "${PLAN[@]}"; do
+        IFS='|' read -r combo train_param prompt lrs <<<"$row"
         if [[ $combo == none ]]; then
             add_job HARD="$hard" PROMPT= NOTRAIN=1 TRAIN_PARAM= SEED="${SEED_LIST[0]}"
             continue
         fi
-        train_param=${combo//-/ }
-        prompt=
-        [[ ",${combo//-/,}," == *,prompt,* ]] && prompt=prompt
-        for lr in $(lr_grid "$combo"); do
+        for lr in $lrs; do
             for seed in "${SEED_LIST[@]}"; do
                 add_job HARD="$hard" PROMPT="$prompt" NOTRAIN=0 TRAIN_PARAM="$train_param" \
                     BS="$BS" LR="$lr" SEED="$seed"
@@ -128,22 +106,20 @@ pending_jobs() {
     for i in "${!JOBS[@]}"; do
         bash -c "PRINT_ARGS=1 ${JOBS[i]} $SUFFIX" >"$work/$i" 2>/dev/null || rm -f "$work/$i"
     done
-    "$PY" - "$HERE" "$LOG" "$work" "${#JOBS[@]}" <<'EOF'
+    (cd "$HERE" && "$PY" - "$LOG" "$work" "${#JOBS[@]}") <<'EOF'
 import os, sys
-here, log_file, work, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-sys.path.insert(0, here)
+log_file, work, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from run import Experiment
 from src.arguments import parse_args
-from src.results import matches, read_results
+from src.results import read_results, run_identity
 
-records = read_results(log_file)
+logged = {repr(run_identity(record)) for record in read_results(log_file)}
 for index in range(count):
     path = os.path.join(work, str(index))
     try:
         with open(path, "rb") as f:
             argv = [arg.decode() for arg in f.read().split(b"\0")[:-1]]
-        identity = Experiment(*parse_args(argv)).record_identity()
-        done = any(matches(record, identity) for record in records)
+        done = repr(run_identity(Experiment(*parse_args(argv)).arguments_record())) in logged
     except (Exception, SystemExit):  # the run itself will say what is wrong
         done = False
     if not done:
@@ -193,23 +169,16 @@ quote() {  # a Python string literal
 }
 task_key=$(printf '%s' "$TASK_NAME" | tr '[:upper:]' '[:lower:]')
 if [[ -s $LOG ]]; then
+    CONDITIONS=()  # one per column and template kind, summarised by one gather_result.py call
     for hard in "${HARD_LIST[@]}"; do
-        for combo in "${COMBO_LIST[@]}"; do
-            prompt_flag=()
-            [[ ",${combo//-/,}," == *,prompt,* ]] && prompt_flag=(--prompt)
-            template=$("$PY" "$HERE/tools/task_args.py" --task "$TASK_NAME" --hard "$hard" "${prompt_flag[@]}" |
-                sed -n 4p)
-            condition="{'task_name': $(quote "$task_key"), 'tag': $(quote "$TAG"), 'template': $(quote "$template")"
-            if [[ $combo == none ]]; then
-                condition+=", 'do_train': False}"
-            else
-                condition+=", 'do_train': True, 'training_params': $(quote "${combo//-/ }")}"
-            fi
-            echo
-            echo "## $TASK_NAME HARD=$hard ${combo//-/ → } (python tools/gather_result.py --log_file $LOG --condition \"$condition\")"
-            "$PY" "$HERE/tools/gather_result.py" --log_file "$LOG" --condition "$condition" || true
+        for row in "${PLAN[@]}"; do
+            IFS='|' read -r combo train_param prompt lrs <<<"$row"
+            condition="{'task_name': $(quote "$task_key"), 'tag': $(quote "$TAG"), 'hard': $(quote "$hard")"
+            CONDITIONS+=("$condition, 'combination': $(quote "${train_param:-none}")}")
         done
     done
+    echo "Summary: $PY tools/gather_result.py --log_file $LOG --condition \"{...}\" (per column and template kind)"
+    "$PY" "$HERE/tools/gather_result.py" --log_file "$LOG" --condition "${CONDITIONS[@]}" || true
     echo
     if [[ $SWEEP == mulstage ]]; then
         echo "Figure: $PY tools/plot_mulstage.py --log_file $LOG --task $TASK_NAME --tag $TAG --output mulstage-$TASK_NAME.png"

@@ -1,8 +1,10 @@
 """Command-line arguments (LM-BFF / FS-PBA names), parsed with HfArgumentParser."""
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional
+from functools import lru_cache
+from typing import Dict, List, Optional
 
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -25,8 +27,12 @@ class ModelArguments:
         default_factory=lambda: ["all"],
         metadata={"help": "Delta groups to train, comma-joined (prompt,bias,adapter); several values "
                           "are trained one after another as stages."})
-    use_adapter: bool = field(default=False, metadata={"help": "Add Houlsby adapters to the model."})
-    adapter_reduction_factor: int = field(default=16)
+    use_adapter: bool = field(
+        default=False, metadata={"help": "Add the Houlsby adapters even when no stage trains them (they are added "
+                                          "anyway when --training_params lists adapter)."})
+    adapter_reduction_factor: int = field(default=16, metadata={"help": "adapter: hidden size / bottleneck size."})
+    lora_r: int = field(default=8, metadata={"help": "lora: rank of the low-rank update."})
+    lora_alpha: int = field(default=8, metadata={"help": "lora: scaling numerator (update scaled by alpha / r)."})
     prompt_num: int = field(default=10, metadata={"help": "Number of soft-prompt vectors."})
     stage_init: str = field(
         default="last", metadata={"help": "Multi-stage: start each stage from the previous stage's 'last' "
@@ -96,3 +102,33 @@ def parse_args(argv=None):
 def _rename(arg):
     name, sep, value = arg.partition("=")
     return ARGUMENT_ALIASES.get(name, name) + sep + value
+
+
+# Arguments that never change a run's results (paths of outputs, logging, devices, caches,
+# compilation): every other argument is part of a run's identity (src/results.py: run_identity).
+NOT_IDENTITY = frozenset({
+    "output_dir", "overwrite_output_dir", "log_file", "skip_done", "feature_cache_dir", "overwrite_cache",
+    "do_eval", "do_predict", "log_level", "log_level_replica", "log_on_each_node", "logging_dir",
+    "logging_strategy", "logging_first_step", "logging_steps", "logging_nan_inf_filter", "save_strategy",
+    "save_steps", "save_total_limit", "save_safetensors", "save_on_each_node", "save_only_model",
+    "restore_callback_states_from_checkpoint", "no_cuda", "use_cpu", "use_mps_device", "local_rank",
+    "ddp_backend", "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
+    "tpu_num_cores", "tpu_metrics_debug", "debug", "dataloader_num_workers", "dataloader_prefetch_factor",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "run_name", "disable_tqdm", "report_to",
+    "project", "trackio_space_id", "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy",
+    "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "push_to_hub_model_id",
+    "push_to_hub_organization", "push_to_hub_token", "torch_compile", "torch_compile_backend",
+    "torch_compile_mode", "include_tokens_per_second", "include_num_input_tokens_seen", "torch_empty_cache_steps",
+})
+
+
+@lru_cache(maxsize=1)
+def argument_defaults() -> Dict[str, object]:
+    """Every run.py argument (the three dataclasses) -> its default (None where it has none)."""
+    defaults = {}
+    for cls in (ModelArguments, DataArguments, DeltaTrainingArguments):
+        for f in dataclasses.fields(cls):
+            if f.init:
+                defaults[f.name] = (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                                    else None if f.default is dataclasses.MISSING else f.default)
+    return defaults

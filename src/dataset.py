@@ -22,7 +22,7 @@ from src.tasks import get_task, read_examples
 from src.templates import (ENCODER_VERSION, encode, label_word_ids, parse_mapping, parse_template,
                            uses_segment_ids, with_demonstrations)
 
-FEATURES_VERSION = "1"  # bump whenever the features built here change
+FEATURES_VERSION = "2"  # bump whenever the features built here change
 MODES = ("prompt", "finetune", "prompt-demo")
 
 
@@ -213,11 +213,11 @@ class FewShotDataset(Dataset):
         return candidates
 
     def _demo_classes(self):
-        """Class of each train example. STS-B (regression): 1 above the median score, else 0,
-        so its demonstrations show the low and the high label word."""
+        """Class of each train example. Regression (STS-B): 0 for a score <= the task's fixed
+        split (LM-BFF: 2.5), else 1, so its demonstrations show the low and the high label word."""
         if self.task.regression:
             scores = np.array([e.label for e in self.support])
-            return (scores > np.median(scores)).astype(int)
+            return (scores > self.task.regression_split).astype(int)
         return np.array([self.task.labels.index(e.label) for e in self.support])
 
     def _similarity(self):

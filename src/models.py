@@ -5,27 +5,33 @@ mask position goes through the LM head, and only the label words' rows of its vo
 projection (the reference scores the whole vocabulary at every
 position: `reference_mode=True` does that, for benchmarks and equivalence tests).
 """
+from typing import Iterable, List, Optional, Tuple
+
 import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 from transformers.activations import gelu
 
-from src.delta import adapter
-from src.delta.prompt import SoftPrompt
+from src.delta import attach_methods, methods_for_template
 from src.errors import UserError
+from src.tasks import Task
 
 
 class PromptMLM(nn.Module):
-    def __init__(self, mlm, label_word_ids, prompt_num=0, regression=False, reference_mode=False):
+    def __init__(self, mlm, label_word_ids, label_range=None, reference_mode=False):
+        """`label_range` (low, high): a regression task's score range (STS-B); None: classification.
+        The soft prompt table is attached by the `prompt` delta method (src/delta/prompt.py)."""
         super().__init__()
         self.mlm = mlm
         self.config = mlm.config
-        config = mlm.config
-        self.soft_prompt = (SoftPrompt(prompt_num, config.hidden_size, config.initializer_range)
-                            if prompt_num else None)
+        self.soft_prompt = None
         self.register_buffer("label_word_ids", torch.tensor(label_word_ids, dtype=torch.long), persistent=False)
-        self.regression = regression
+        self.label_range = label_range
         self.reference_mode = reference_mode
+
+    @property
+    def regression(self):
+        return self.label_range is not None
 
     def label_word_scores(self, hidden):
         """MLM scores of the label words only: the head's transform, then just the label rows of
@@ -70,14 +76,16 @@ class PromptMLM(nn.Module):
         # although log_target=True (a quirk that produced the published numbers).
         # Written out as nn.KLDivLoss(log_target=True, reduction="mean") computes it, without
         # that class's per-call warning about 'mean'.
-        p = labels.float() / 5.0
+        low, high = self.label_range
+        p = (labels.float() - low) / (high - low)
         target = torch.stack([1 - p, p], dim=-1)
         return (target.exp() * (target - logits)).mean()
 
 
-def regression_prediction(logits):
-    """STS-B score from the (log p_low, log p_high) pair: exp(log p_high) * 5."""
-    return torch.as_tensor(logits)[..., 1].exp() * 5.0
+def regression_prediction(logits, label_range: Tuple[float, float]) -> torch.Tensor:
+    """STS-B score from the (log p_low, log p_high) pair: low + exp(log p_high) * (high - low)."""
+    low, high = label_range
+    return low + torch.as_tensor(logits)[..., 1].exp() * (high - low)
 
 
 def load_pretrained(cls, name_or_path, **kwargs):
@@ -87,15 +95,15 @@ def load_pretrained(cls, name_or_path, **kwargs):
         raise UserError(f"cannot load model {name_or_path!r}: {str(error).splitlines()[0]}") from error
 
 
-def build_model(model_args, task, label_word_ids, has_prompt):
-    """The model for `few_shot_type`, with adapters attached when --use_adapter is set."""
+def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], methods: Iterable[str],
+                template_parts: Iterable[str] = ()) -> nn.Module:
+    """The model for `few_shot_type`, with the modules of every delta method in `methods` attached,
+    and those that the template's parts need (the soft prompt table for a *prompt* part)."""
     if model_args.few_shot_type == "finetune":
         model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
                                 num_labels=1 if task.regression else len(task.labels))
     else:
         model = PromptMLM(load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path), label_word_ids,
-                          prompt_num=model_args.prompt_num if has_prompt else 0, regression=task.regression,
-                          reference_mode=model_args.reference_mode)
-    if model_args.use_adapter:
-        adapter.attach(model.mlm if isinstance(model, PromptMLM) else model, model_args.adapter_reduction_factor)
+                          label_range=task.label_range, reference_mode=model_args.reference_mode)
+    attach_methods(model, set(methods) | set(methods_for_template(template_parts)), model_args)
     return model

@@ -3,6 +3,10 @@
 Many runs append to one log at the same time, so every write happens under a file lock; a run
 killed while writing can leave a partial last line, so readers skip (and report) damaged lines
 instead of failing, and the next writer starts its record on a fresh line.
+
+A record is flat: every run.py argument, every metric (`{task}_{split}_eval_{metric}`), and the
+facts of the run (`RUN_FACTS`). What makes two runs the same is decided here once, by
+`run_identity`, for run.py's --skip_done, the sweeps' resume and gather alike.
 """
 import json
 import os
@@ -62,6 +66,62 @@ def read_results(path, warn=_warn_stderr):
             else:
                 warn(f"{path}:{number}: skipped a damaged line (not a JSON object)")
     return records
+
+
+# What a run's record states about it besides its arguments and metrics: its combination (canonical
+# method names; stages separated by spaces; "none" for zero-shot), its template kind (the sweeps'
+# HARD: Y manual, N soft-only; None without template) and whether it trained at all.
+RUN_FACTS = ("combination", "hard", "zero_shot")
+# The keys that tell the repetitions of one setting apart (one per seed and its data split).
+REPLICATE_KEYS = ("seed", "data_dir")
+
+
+def metric_key(task_key: str, split: str, metric: str) -> str:
+    """The record key of a metric: `sst-2_test_eval_acc` (MNLI's mismatched test set: task `mnli-mm`)."""
+    return f"{task_key}_{split}_eval_{metric}"
+
+
+def run_facts(arguments: dict) -> dict:
+    """The RUN_FACTS of a run, from its arguments (as recorded)."""
+    from src.delta import combination_key
+    from src.templates import parse_template
+    zero_shot = arguments.get("do_train") is False
+    stages = str(arguments.get("training_params", "")).split()
+    try:
+        combination = "none" if zero_shot else " ".join(combination_key([stage]) for stage in stages) or None
+        template = arguments.get("template")
+        hard = parse_template(template).hard if isinstance(template, str) else None
+    except UserError:  # a record of a method or template part this version does not know
+        combination, hard = None, None
+    return {"combination": combination, "hard": hard, "zero_shot": zero_shot}
+
+
+def with_run_facts(record: dict) -> dict:
+    """`record`, with the run facts that older logs did not write filled in from its arguments."""
+    if all(key in record for key in RUN_FACTS):
+        return record
+    return {**run_facts(record), **record}
+
+
+def run_identity(record: dict) -> dict:
+    """What makes two runs the same: every run.py argument that can change a result (a key that an
+    older record lacks reads as the argument's default). Not: output paths, logging, device, time,
+    metrics (`src.arguments.NOT_IDENTITY` lists the arguments that change nothing)."""
+    from src.arguments import NOT_IDENTITY, argument_defaults
+    identity = {key: record.get(key, default) for key, default in argument_defaults().items()
+                if key not in NOT_IDENTITY}
+    return json.loads(json.dumps(identity, default=str, sort_keys=True))
+
+
+def setting_of(record: dict) -> dict:
+    """The run's identity without what tells its seeds apart: runs of one setting share it."""
+    return {key: value for key, value in run_identity(record).items() if key not in REPLICATE_KEYS}
+
+
+def is_logged(records, arguments: dict) -> bool:
+    """True when `records` hold a run with the same identity as `arguments`."""
+    identity = run_identity(arguments)
+    return any(run_identity(record) == identity for record in records)
 
 
 def matches(record, condition):

@@ -38,13 +38,34 @@ LMBFF_CSV = Layout(text_a=1, label=0, header=False, csv=True)
 
 SOFT_ONE = "*cls*{P}*sent_0**sep+**mask**sep+*"
 SOFT_TWO = "*cls*{P}*sent_0**sep+**sent_1**sep+**mask**sep+*"
-PLAIN_PARTS = {"cls", "sep", "sep+", "mask", "sent_0", "sent_1"}
 
 
-def hard_of(template):
-    """'N' when the template, soft prompts aside, holds only special tokens and the sentences."""
-    parts = [part for part in template.split("*") if part and part != "prompt"]
-    return "N" if all(part in PLAIN_PARTS for part in parts) else "Y"
+def _accuracy(labels, predictions):
+    return float((np.asarray(predictions) == np.asarray(labels)).mean())
+
+
+def _f1(labels, predictions):
+    from sklearn.metrics import f1_score  # slow imports that only metrics need
+    return float(f1_score(labels, predictions))  # positive class: index 1 (label "1")
+
+
+def _mcc(labels, predictions):
+    from sklearn.metrics import matthews_corrcoef
+    return float(matthews_corrcoef(labels, predictions))
+
+
+def _pearson(labels, predictions):
+    from scipy.stats import pearsonr
+    return float(pearsonr(predictions, labels)[0])
+
+
+def _spearman(labels, predictions):
+    from scipy.stats import spearmanr
+    return float(spearmanr(predictions, labels)[0])
+
+
+# Metric name -> f(labels, predictions); class indices for classification, scores for regression.
+METRICS = {"acc": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson, "spearmanr": _spearman}
 
 
 @dataclass(frozen=True)
@@ -55,10 +76,24 @@ class Task:
     manual_template: str           # HARD=Y template; "{P}" is where *prompt* goes
     mapping: str                   # label words as a Python dict literal
     two_sentences: bool = False
-    regression: bool = False
+    metrics: tuple = ("acc",)      # names in METRICS, reported for every evaluation
+    label_range: tuple = None      # regression (STS-B): (low, high) of the scores; None: classification
+    # Regression: LM-BFF's fixed split of the scores into a low and a high class ("median_mapping"):
+    # demonstrations take score <= split as low; the k-shot generator bins score < split as low.
+    regression_split: float = None
     extra_args: tuple = ()         # per-task run.py arguments (SPEC §8)
+    fulldata_args: tuple = ()      # run.py arguments added in full-data runs (after extra_args)
     splits: dict = field(default_factory=lambda: {"train": "train", "dev": "dev", "test": "test"})
     layout: Layout = LMBFF_CSV
+
+    def __post_init__(self):
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or self.main_metric not in self.metrics:
+            raise ValueError(f"task {self.name}: metrics {self.metrics} must be known and hold {self.main_metric}")
+
+    @property
+    def regression(self):
+        return self.label_range is not None
 
     @property
     def key(self):
@@ -89,14 +124,14 @@ _NLI2_WORDS = "{'not_entailment':'No','entailment':'Yes'}"
 TASKS = {t.key: t for t in [
     Task("SST-2", ("0", "1"), "acc", _IT_WAS, _POLARITY_WORDS,
          layout=Layout(text_a=0, label=1)),
-    Task("CoLA", ("0", "1"), "mcc", _THIS_IS, "{'0':'incorrect','1':'correct'}",
+    Task("CoLA", ("0", "1"), "mcc", _THIS_IS, "{'0':'incorrect','1':'correct'}", metrics=("acc", "mcc"),
          layout=Layout(text_a=3, label=1, header=False)),
-    Task("MRPC", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
+    Task("MRPC", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True, metrics=("acc", "f1"),
          layout=Layout(text_a=3, text_b=4, label=0)),
-    Task("QQP", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
+    Task("QQP", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True, metrics=("acc", "f1"),
          extra_args=("--num_sample", "4"), layout=Layout(text_a=3, text_b=4, label=5)),
     Task("STS-B", ("0", "1"), "pearson", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
-         regression=True, layout=Layout(text_a=7, text_b=8)),
+         metrics=("pearson", "spearmanr"), label_range=(0.0, 5.0), regression_split=2.5, layout=Layout(text_a=7, text_b=8)),
     Task("MNLI", _NLI3, "acc", _MNLI_TEMPLATE, _NLI3_WORDS, two_sentences=True,
          extra_args=("--max_seq_length", "512", "--num_sample", "4"),
          splits={"train": "train", "dev": "dev_matched", "test": "test_matched",
@@ -105,7 +140,7 @@ TASKS = {t.key: t for t in [
     Task("SNLI", _NLI3, "acc", _MNLI_TEMPLATE, _NLI3_WORDS, two_sentences=True,
          extra_args=("--max_seq_length", "256", "--num_sample", "4"), layout=Layout(text_a=7, text_b=8)),
     Task("QNLI", _NLI2, "acc", _MNLI_TEMPLATE, _NLI2_WORDS, two_sentences=True,
-         layout=Layout(text_a=1, text_b=2)),
+         fulldata_args=("--max_seq_length", "512"), layout=Layout(text_a=1, text_b=2)),
     Task("RTE", _NLI2, "acc", _MNLI_TEMPLATE, _NLI2_WORDS, two_sentences=True,
          extra_args=("--max_seq_length", "512", "--first_sent_limit", "240"), layout=Layout(text_a=1, text_b=2)),
     Task("mr", ("0", "1"), "acc", _IT_WAS, _POLARITY_WORDS,
@@ -189,23 +224,12 @@ def _example(task, path, split, number, fields):
 
 
 def compute_metrics(task, predictions, labels):
-    """Metrics keyed by bare name; `task.main_metric` is one of them.
+    """The task's metrics (`task.metrics`) keyed by bare name; `task.main_metric` is one of them.
 
     Classification: predictions and labels are indices into `task.labels`; STS-B: float scores.
     """
-    from scipy.stats import pearsonr, spearmanr  # imported here: slow imports that only metrics need
-    from sklearn.metrics import f1_score, matthews_corrcoef
-
     task = get_task(task) if isinstance(task, str) else task
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.shape != labels.shape:
         raise UserError(f"{len(predictions)} predictions for {len(labels)} labels")
-    if task.regression:
-        return {"pearson": float(pearsonr(predictions, labels)[0]),
-                "spearmanr": float(spearmanr(predictions, labels)[0])}
-    metrics = {"acc": float((predictions == labels).mean())}
-    if task.main_metric == "mcc":
-        metrics["mcc"] = float(matthews_corrcoef(labels, predictions))
-    if task.main_metric == "f1":
-        metrics["f1"] = float(f1_score(labels, predictions, pos_label=task.labels.index("1")))
-    return metrics
+    return {name: METRICS[name](labels, predictions) for name in task.metrics}

@@ -13,6 +13,7 @@ import ast
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Dict, List, Sequence
 
 from src.errors import UserError
 
@@ -35,10 +36,21 @@ class Part:
     drop_last: bool = False   # sentence: drop the last character
 
 
+_PLAIN_KINDS = ("cls", "mask", "sep", "sep+", "prompt")
+
+
 @dataclass(frozen=True)
 class Template:
     source: str
     parts: tuple
+
+    @property
+    def hard(self) -> str:
+        """The sweeps' HARD: 'N' when the template, soft prompts aside, holds only special tokens
+        and unedited sentences (soft-only); 'Y' for a manual template (words, edited sentences)."""
+        plain = all(p.kind in _PLAIN_KINDS or (p.kind == "sent" and not (p.space or p.case or p.drop_last))
+                    for p in self.parts)
+        return "N" if plain else "Y"
 
 
 def _parse_part(part):
@@ -60,7 +72,7 @@ def _parse_part(part):
 
 
 @lru_cache(maxsize=256)
-def parse_template(text):
+def parse_template(text: str) -> Template:
     """Parse a template string (cached); a template needs exactly one `*mask*`."""
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"empty template {text!r}")
@@ -71,7 +83,7 @@ def parse_template(text):
     return Template(text, parts)
 
 
-def with_demonstrations(template, demo_labels, sentences_per_example):
+def with_demonstrations(template: Template, demo_labels: Sequence[int], sentences_per_example: int) -> Template:
     """The query template followed by one copy per demonstration (SPEC §5 prompt-demo).
 
     Demonstration j renders the template without `*cls*`/`*prompt*`, with its sentence i read
@@ -94,7 +106,7 @@ def with_demonstrations(template, demo_labels, sentences_per_example):
     return Template(f"{template.source} + {len(demo_labels)} demonstrations", tuple(parts))
 
 
-def parse_mapping(text, labels):
+def parse_mapping(text: str, labels: Sequence[str]) -> Dict[str, str]:
     """Label words from a Python dict literal (`"{'0':'terrible','1':'great'}"`), keyed by label string."""
     try:
         mapping = ast.literal_eval(text) if isinstance(text, str) else text
@@ -115,17 +127,17 @@ def parse_mapping(text, labels):
     return mapping
 
 
-def is_byte_level(tokenizer):
+def is_byte_level(tokenizer) -> bool:
     """True for byte-level BPE tokenizers (RoBERTa/GPT-2 family), which encode a leading space."""
     return _tokenize(tokenizer, "a") != _tokenize(tokenizer, " a")
 
 
-def uses_segment_ids(tokenizer):
+def uses_segment_ids(tokenizer) -> bool:
     """True for the BERT family, whose models take `token_type_ids`."""
     return "token_type_ids" in tokenizer.model_input_names
 
 
-def label_word_ids(tokenizer, mapping, labels):
+def label_word_ids(tokenizer, mapping: Dict[str, str], labels: Sequence[str]) -> List[int]:
     """One vocabulary id per label, in `labels` order; each word must be exactly one token."""
     prefix = " " if is_byte_level(tokenizer) else ""
     ids = []

@@ -1,6 +1,7 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
 import numpy as np
 import torch
+from torch.utils.data import Subset
 from transformers import Trainer
 
 from src.delta import set_trainable
@@ -13,7 +14,7 @@ def predictions_from_logits(task, logits, num_sample=1):
     logits = np.asarray(logits, dtype=np.float64)
     logits = logits.reshape(-1, num_sample, logits.shape[-1]).mean(axis=1)
     if task.regression:
-        return regression_prediction(torch.from_numpy(logits)).numpy()
+        return regression_prediction(torch.from_numpy(logits), task.label_range).numpy()
     return logits.argmax(axis=-1)
 
 
@@ -43,14 +44,13 @@ class DeltaTrainer(Trainer):
         finally:
             self._tracking = False
 
-    def _get_eval_sampler(self, eval_dataset):
-        return longest_first(eval_dataset)
-
     def score(self, dataset):
-        """Task metrics of the current parameters on `dataset` (bare names: acc, f1, ...)."""
-        sorted_logits = self.predict(dataset).predictions
+        """Task metrics of the current parameters on `dataset` (bare names: acc, f1, ...); the
+        Trainer predicts the examples in the order given, longest first."""
+        order = longest_first(dataset)
+        sorted_logits = self.predict(Subset(dataset, order)).predictions
         logits = np.empty_like(sorted_logits)
-        logits[longest_first(dataset)] = sorted_logits  # back to dataset order (demo samples rely on it)
+        logits[order] = sorted_logits  # back to dataset order (demo samples rely on it)
         predictions = predictions_from_logits(self.task, logits, getattr(dataset, "num_sample", 1))
         return compute_metrics(self.task, predictions, dataset.labels)
 

@@ -1,16 +1,15 @@
 """Shared fixtures: the data root (env DELTA_DATA_DIR, default ../shared/data) and tiny models."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tools.create_tiny_model import create  # noqa: E402
+from src.random_models import create  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA_ROOT = Path(os.environ.get("DELTA_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.perf
+
 TEST_EXAMPLES = 872  # SST-2 k-shot test = the original dev set
 
 

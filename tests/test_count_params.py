@@ -11,7 +11,9 @@ PAPER_ROBERTA_LARGE = {"prompt": "0.003", "bias": "0.09", "adapter": "1.75", "pr
 def run_count_params(model_size):
     out = subprocess.run([sys.executable, "tools/count_params.py", "--model_size", model_size], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    rows = [line.split("\t") for line in out.strip().splitlines()]
+    header, *lines = out.strip().splitlines()
+    assert header == "combination\ttrainable\tpercent"
+    rows = [line.split("\t") for line in lines]
     return {combination: (int(trainable), float(percent)) for combination, trainable, percent in rows}
 
 
@@ -24,7 +26,11 @@ def test_roberta_large_matches_paper_header():
     assert rows["all"][1] == 100.0
 
 
-def test_other_sizes_print_every_combination():
+def test_other_sizes_print_every_combination_of_the_registry():
     rows = run_count_params("bert-base")
-    assert len(rows) == 8 and rows["prompt"][0] == 10 * 768
+    assert len(rows) == 16 and rows["prompt"][0] == 10 * 768  # 15 combinations of 4 methods, and all
     assert rows["bias"][0] < rows["bias,adapter"][0] < rows["all"][0]
+    # LoRA: rank 8 on query and value of each of the 12 layers: 12 * 2 * (768*8 + 8*768)
+    assert rows["lora"][0] == 12 * 2 * 2 * 768 * 8
+    assert rows["prompt,lora"][0] == rows["prompt"][0] + rows["lora"][0]
+    assert rows["bias,lora"][0] == rows["bias"][0] + rows["lora"][0]  # LoRA has no biases

@@ -278,3 +278,24 @@ def test_collator_float_labels_and_finetune_items(roberta_tokenizer, data_root, 
     batch = Collator(roberta_tokenizer.pad_token_id)([dataset[0], dataset[1]])
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == pytest.approx([3.2, 3.875])
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_sts_b_demonstrations_split_at_the_fixed_threshold(roberta_tokenizer, tmp_path):
+    """LM-BFF's fixed split 2.5 with `<=`: a score of exactly 2.5 is low; 3.0 (the median here) is high."""
+    scores = {"alpha": 1.0, "edge": 2.5, "mid": 3.0, "high": 4.0, "top": 4.5}
+    data = tmp_path / "data"
+    data.mkdir()
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    for split, rows in {"train": scores, "dev": {"query": 2.0}}.items():
+        lines = [header] + [f"{i}\tg\tf\ty\to\ts1\ts2\t{word} one\t{word} two\t{score}"
+                            for i, (word, score) in enumerate(rows.items())]
+        (data / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    args = make_args("STS-B", data, few_shot_type="prompt-demo", num_sample=16)
+    dataset = FewShotDataset(args, roberta_tokenizer, "dev", cache_dir=tmp_path / "cache")
+    low, high = set(), set()
+    for item in dataset:
+        parts = roberta_tokenizer.decode(item["input_ids"]).split("</s>")
+        low.add(parts[1].split()[0])
+        high.add(parts[2].split()[0])
+    assert low <= {"alpha", "edge"} and high <= {"mid", "high", "top"}
+    assert "edge" in low and "mid" in high

@@ -13,8 +13,9 @@ from src.tasks import get_task
 from src.templates import label_word_ids, parse_mapping
 from src.trainer import DeltaTrainer, train_in_stages
 
+# The paper's seven, LoRA alone and with each other method, and full fine-tuning.
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias",
-                "prompt,bias,adapter", "all"]
+                "prompt,bias,adapter", "lora", "prompt,lora", "bias,lora", "adapter,lora", "all"]
 SST2 = get_task("SST-2")
 
 
@@ -30,9 +31,9 @@ class Setup:
         self.dev = FewShotDataset(features, self.tokenizer, "dev", cache_dir=cache_dir)
         words = label_word_ids(self.tokenizer, parse_mapping(SST2.mapping, SST2.labels), SST2.labels)
         model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
-                                     use_adapter=True, adapter_reduction_factor=16, reference_mode=False)
+                                     adapter_reduction_factor=16, lora_r=8, lora_alpha=8, reference_mode=False)
         torch.manual_seed(0)
-        self.model = build_model(model_args, SST2, words, has_prompt=True)
+        self.model = build_model(model_args, SST2, words, ["adapter", "lora"], {"prompt"})
         self.output_dir = output_dir
         self.trainers = []
 
@@ -130,3 +131,16 @@ def test_stage_init_best_starts_from_previous_best(tiny_roberta, data_root, tmp_
     start_of_second = snaps.begin[1]
     assert all(torch.equal(start_of_second[name], tensor) for name, tensor in first.best_state.items())
     assert not group_equal(snaps.end[0], start_of_second, "bias")
+
+
+def test_stages_with_lora_keep_it_frozen_after_its_stage(tiny_roberta, data_root, tmp_path):
+    setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
+    snaps = Snapshots()
+    results, _ = train_in_stages(setup.model, [["lora"], ["prompt", "adapter"]],
+                                 lambda m: setup.make_trainer(m, max_steps=3, eval_steps=3, callbacks=[snaps]),
+                                 {"dev": setup.dev})
+    begin, end = snaps.begin, snaps.end
+    assert not group_equal(begin[0], end[0], "lora") and group_equal(begin[0], end[0], "adapter")
+    assert group_equal(begin[1], end[1], "lora") and not group_equal(begin[1], end[1], "adapter")
+    assert not group_equal(begin[1], end[1], "prompt")
+    assert [r["training_params"] for r in results] == ["lora", "prompt,adapter"]

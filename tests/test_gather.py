@@ -7,7 +7,8 @@ import pytest
 
 from src.errors import UserError
 from src.results import append_result
-from tools.gather_result import gather, main, parse_condition
+from src.summary import gather
+from tools.gather_result import main, parse_condition
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def test_other_varying_hyper_parameters_are_part_of_the_setting():
 def test_zero_shot_records_form_one_setting():
     records = [run("sst-2", s, lr, .6, .5 + s / 1000, do_train=False) for s in (13, 42) for lr in (1e-3, 1e-4)]
     result = gather(records, {"task_name": "sst-2"}, protocol="reference")
-    assert result["setting"] == {"do_train": False}
+    assert result["setting"] == {"zero_shot": True}
     assert [row["test"] for row in result["per_seed"]] == [.513, .542]
 
 

@@ -9,11 +9,12 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tools.create_tiny_model import minilm_dir
+from src.random_models import minilm_dir
 
 MAJORITY = 0.509
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training_params", ["adapter", "bias,adapter"])
 def test_delta_training_learns_sst2(training_params, data_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("learn")
@@ -24,7 +25,7 @@ def test_delta_training_learns_sst2(training_params, data_root, tmp_path_factory
                "--max_steps", "200", "--eval_steps", "100", "--per_device_train_batch_size", "16",
                "--per_device_eval_batch_size", "64", "--learning_rate", "1e-3", "--max_seq_length", "64",
                "--template", "*cls**sent_0*_It_was*mask*.*sep+*", "--mapping", "{'0':'terrible','1':'great'}",
-               "--training_params", training_params, "--use_adapter", "--seed", "13", "--disable_tqdm", "true",
+               "--training_params", training_params, "--seed", "13", "--disable_tqdm", "true",
                "--output_dir", str(workdir / "out"), "--feature_cache_dir", str(cache)]
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -3,10 +3,13 @@ import re
 
 import pytest
 
+from src.delta import combination_title, paper_combinations
 from src.results import append_result
 from src.tasks import get_task
-from src.tasks import hard_of
-from tools.make_table import COLUMNS, build_table, column_of, main
+from src.templates import parse_template
+from tools.make_table import build_table, column_of, main
+
+COLUMNS = ["none"] + [combination_title(c) for c in paper_combinations()]
 
 TASKS = ("SST-2", "CoLA")
 PERCENT = {"none": 0.0, "Adapter": 1.754, "BitFit": 0.091, "BitFit+Adapter": 1.843, "Prompt": 0.0029,
@@ -52,17 +55,20 @@ def test_templates_are_classified_into_blocks():
     for name in ("SST-2", "CoLA", "MRPC", "MNLI", "trec"):
         task = get_task(name)
         for prompt in (False, True):
-            assert hard_of(task.template("Y", prompt)) == "Y"
-            assert hard_of(task.template("N", prompt)) == "N"
-    assert hard_of("*cls**sent_0**sep**mask**sep+*") == "N"
-    assert hard_of("*cls**sent_0*_It_was*mask*.*sep+*") == "Y"
+            assert parse_template(task.template("Y", prompt)).hard == "Y"
+            assert parse_template(task.template("N", prompt)).hard == "N"
+    assert parse_template("*cls**sent_0**sep**mask**sep+*").hard == "N"
+    assert parse_template("*cls**sent_0*_It_was*mask*.*sep+*").hard == "Y"
+    assert parse_template("*cls**sent_0**mask*,*+sentl_1**sep+*").hard == "Y"  # an edited sentence
 
 
-def test_columns_come_from_training_params_as_a_set():
-    assert column_of({"do_train": True, "training_params": "adapter,bias"}) == "BitFit+Adapter"
-    assert column_of({"do_train": True, "training_params": "bias,adapter"}) == "BitFit+Adapter"
+def test_columns_come_from_the_records_combination():
+    assert column_of({"do_train": True, "training_params": "adapter,bias"}) == "bias,adapter"
+    assert column_of({"do_train": True, "training_params": "bias,adapter"}) == "bias,adapter"
     assert column_of({"do_train": False, "training_params": "bias"}) == "none"
     assert column_of({"do_train": True, "training_params": "prompt bias"}) is None
+    assert column_of({"do_train": True, "training_params": "all"}) is None
+    assert column_of({"do_train": True, "training_params": "lora,prompt"}) == "prompt,lora"
 
 
 def test_every_cell_and_the_average_row():
@@ -136,3 +142,11 @@ def test_no_matching_record_exits_1(log, capsys):
     assert main(["--log_file", log, "--task", "MRPC"]) == 1
     assert main(["--log_file", log, "--task", "nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_other_registry_combinations_become_columns_after_the_papers():
+    lora = [dict(r, training_params=r["training_params"].replace("adapter", "lora"))
+            for r in records() if r["training_params"] in ("adapter", "adapter,prompt")]
+    table = build_table(records() + lora, TASKS, tag="t")
+    assert table["columns"] == COLUMNS + ["LoRA", "Prompt+LoRA"]
+    assert all(cell is not None for block in table["blocks"] for _, row in block["rows"] for cell in row)

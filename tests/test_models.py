@@ -21,12 +21,12 @@ def model_and_batch(model_dir, data_root, tmp_path, task_name="SST-2", seed_dir=
     items = [dataset[i] for i in range(16)]
     words = label_word_ids(tokenizer, parse_mapping(task.mapping, task.labels), task.labels)
     model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
-                                 use_adapter=True, adapter_reduction_factor=16, reference_mode=False)
+                                 adapter_reduction_factor=16, lora_r=8, lora_alpha=8, reference_mode=False)
     torch.manual_seed(0)
-    model = build_model(model_args, task, words, has_prompt=True).eval()
-    with torch.no_grad():  # non-zero adapters, so that they take part in the comparison
+    model = build_model(model_args, task, words, ["adapter", "lora"], {"prompt"}).eval()
+    with torch.no_grad():  # non-zero deltas, so that they take part in the comparison
         for name, parameter in model.named_parameters():
-            if "adapter" in name or "soft_prompt" in name:
+            if "adapter" in name or "soft_prompt" in name or "lora" in name:
                 parameter.normal_(0, 0.05)
     return model, items, tokenizer.pad_token_id
 
@@ -58,14 +58,15 @@ def test_regression_loss_keeps_the_reference_quirk(tiny_roberta, data_root, tmp_
     with pytest.warns(UserWarning):  # torch warns about reduction='mean', the reference's setting
         expected = torch.nn.KLDivLoss(log_target=True)(logp, target)
     assert torch.allclose(output["loss"], expected, atol=1e-6)
-    assert torch.allclose(regression_prediction(logp), logp[:, 1].exp() * 5)
+    assert torch.allclose(regression_prediction(logp, (0.0, 5.0)), logp[:, 1].exp() * 5)
+    assert torch.allclose(regression_prediction(logp, (1.0, 3.0)), 1 + logp[:, 1].exp() * 2)
 
 
-@pytest.mark.parametrize("use_adapter", [False, True])
-def test_finetune_mode_has_a_classification_head(use_adapter, tiny_roberta):
+@pytest.mark.parametrize("methods", [[], ["adapter"], ["adapter", "lora"]])
+def test_finetune_mode_has_a_classification_head(methods, tiny_roberta):
     task = get_task("SST-2")
     args = SimpleNamespace(few_shot_type="finetune", model_name_or_path=tiny_roberta, prompt_num=10,
-                           use_adapter=use_adapter, adapter_reduction_factor=16, reference_mode=False)
-    model = build_model(args, task, None, has_prompt=False)
+                           adapter_reduction_factor=16, lora_r=8, lora_alpha=8, reference_mode=False)
+    model = build_model(args, task, None, methods)
     assert model.config.num_labels == 2
     assert any(name.startswith("classifier.") for name, _ in model.named_parameters())

@@ -17,6 +17,7 @@ def mulstage_record(order, lr, final_dev, max_steps=600, eval_steps=200):
                        "dev": {"acc": dev}, "test": {"acc": dev - 0.01}})
     return {"task_name": "sst-2", "tag": "mul", "seed": 13, "learning_rate": lr, "max_steps": max_steps,
             "eval_steps": eval_steps, "do_train": True, "training_params": " ".join(order), "stages": stages,
+            "template": "*cls*prompt*sent_0**sep+**mask**sep+*",
             "sst-2_dev_eval_acc": final_dev}
 
 

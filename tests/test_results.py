@@ -16,10 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = """
 import sys
-sys.path.insert(0, sys.argv[1])
 from src.results import append_result
 for i in range(50):
-    append_result(sys.argv[2], {"writer": int(sys.argv[3]), "i": i, "pad": "x" * 20000})
+    append_result(sys.argv[1], {"writer": int(sys.argv[2]), "i": i, "pad": "x" * 20000})
 """
 
 # Takes the log's lock, writes half a record, and waits to be killed while holding the lock.
@@ -37,7 +36,7 @@ with FileLock(sys.argv[1] + ".lock"):
 
 def test_concurrent_appends_give_every_record_once(tmp_path):
     log = str(tmp_path / "log")
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), log, str(w)]) for w in range(8)]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, log, str(w)], cwd=ROOT) for w in range(8)]
     assert [p.wait(timeout=120) for p in writers] == [0] * 8
     warnings = []
     records = read_results(log, warn=warnings.append)

@@ -99,7 +99,8 @@ BAD_INPUTS = {
     "mapping not a literal": ({"--mapping": "{'0': terrible}"}, "mapping"),
     "unknown task": ({"--task_name": "SST-7"}, "SST-7"),
     "missing data": ({"--data_dir": "/nonexistent/SST-2/16-42"}, "/nonexistent"),
-    "unknown delta method": ({"--training_params": "prompt,lora"}, "lora"),
+    "unknown delta method": ({"--training_params": "prompt,lorax"}, "lorax"),
+    "all combined": ({"--training_params": "all,bias"}, "all"),
     "missing model": ({"--model_name_or_path": "/nonexistent/model"}, "/nonexistent/model"),
 }
 
@@ -114,12 +115,24 @@ def test_bad_input_is_one_line_error_and_nothing_logged(case, tiny_roberta, data
     assert log_records(tmp_path) == []
 
 
-def test_adapter_without_use_adapter_is_an_error(tiny_roberta, data_root, tmp_path):
-    args = readme_example(tiny_roberta, data_root, tmp_path)
+def test_methods_attach_what_they_train_and_a_saved_delta_reloads(tiny_roberta, data_root, tmp_path):
+    """No --use_adapter: the stages' methods (adapter, LoRA) are attached; the record states its
+    combination, template kind and zero-shot-ness; the delta reloads without naming its methods."""
+    args = readme_example(tiny_roberta, data_root, tmp_path, **{"--training_params": "lora,adapter,prompt"})
     args.remove("--use_adapters")
     result = run_cli(args, tmp_path)
-    assert result.returncode == 2 and "--use_adapter" in result.stderr
-    assert log_records(tmp_path) == []
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = log_records(tmp_path)
+    assert (record["combination"], record["hard"], record["zero_shot"]) == ("prompt,adapter,lora", "Y", False)
+    reload = readme_example(tiny_roberta, data_root, tmp_path, **{
+        "--delta_path": str(tmp_path / "result/tmp"), "--output_dir": str(tmp_path / "result/eval"),
+        "--training_params": None})
+    reload.remove("--do_train")
+    reload.remove("--use_adapters")
+    assert run_cli(reload, tmp_path).returncode == 0
+    evaluated = log_records(tmp_path)[-1]
+    assert (evaluated["combination"], evaluated["zero_shot"]) == ("none", True)
+    assert evaluated["sst-2_test_eval_acc"] == record["sst-2_test_eval_acc"]
 
 
 MODES = {  # (few_shot_type, model family, task, HARD, training_params)

@@ -114,7 +114,7 @@ def test_print_jobs_lines_are_self_contained(tmp_path, data_root):
     value = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
     assert value["--task_name"] == "MNLI" and value["--max_seq_length"] == "512" and value["--num_sample"] == "4"
     assert value["--template"] == "*cls*prompt*sent_0**sep+**sent_1**sep+**mask**sep+*"
-    assert value["--training_params"] == "prompt,bias,adapter" and "--use_adapter" in argv
+    assert value["--training_params"] == "prompt,bias,adapter" and "--use_adapter" not in argv
     assert value["--learning_rate"] == "3e-4" and value["--seed"] == "42" and value["--max_steps"] == "10"
     assert value["--log_file"] == str(tmp_path / "log") and "--skip_done" in argv
 
@@ -146,7 +146,7 @@ def test_multi_gpu_and_multi_stage_arguments(data_root):
     assert argv[argv.index("--per_device_train_batch_size") + 1] == "2"
     assert argv[argv.index("--training_params") + 1:argv.index("--training_params") + 4] == ["prompt", "bias",
                                                                                              "adapter"]
-    assert "--use_adapter" in argv and argv[argv.index("--stage_init") + 1] == "best"
+    assert argv[argv.index("--stage_init") + 1] == "best"
     assert argv[argv.index("--template") + 1] == template(SST2_MANUAL, True)
     result = run_script("run_experiment.sh", dict(env, BS=3))
     assert result.returncode == 2 and "multiple of GPUN" in result.stderr
@@ -160,7 +160,7 @@ def test_full_data_uses_the_original_folder_with_dev_as_test(tmp_path, data_root
     argv = result.stdout.split("\0")[:-1]
     assert argv[argv.index("--per_device_train_batch_size") + 1] == "64"
     assert argv[argv.index("--data_dir") + 1] == f"{data_root}/original/SST-2"
-    assert "--dev_as_test" in argv and "--skip_train_eval" in argv and "--use_adapter" in argv
+    assert "--dev_as_test" in argv and "--skip_train_eval" in argv
 
 
 # ---- end to end -----------------------------------------------------------------------------
@@ -174,6 +174,7 @@ def one_task_sweep(tmp_path_factory, tiny_roberta, data_root):
     return dict(tmp=tmp, env=env, result=result, cache_before=before)
 
 
+@pytest.mark.slow  # a real sweep of 12-16 runs
 def test_one_task_runs_all_16_settings(one_task_sweep, data_root):
     result, tmp = one_task_sweep["result"], one_task_sweep["tmp"]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -187,16 +188,17 @@ def test_one_task_runs_all_16_settings(one_task_sweep, data_root):
     assert all(r["max_seq_length"] == 256 and r["prompt_num"] == 10 and r["per_device_eval_batch_size"] == 16
                for r in records)
     assert all(r["learning_rate"] == 1e-3 and r["per_device_train_batch_size"] == 4 for r in records if r["do_train"])
-    assert all(r["use_adapter"] == ("adapter" in r["training_params"]) for r in records)
+    assert all(r["combination"] == (r["training_params"] if r["do_train"] else "none") for r in records)
     # extra arguments reached every run; nothing was cached into the data root; outputs removed
     assert all(r["feature_cache_dir"] == str(tmp / "cache") for r in records)
     assert cache_files(data_root) == one_task_sweep["cache_before"]
     assert list((tmp / "result").iterdir()) == []
     # the summary: gather_result per column and the table
-    assert result.stdout.count("## SST-2 HARD=") == 16
+    assert result.stdout.count("\n## {'task_name': 'sst-2'") == 16
     assert "make_table.py --log_file" in result.stdout
 
 
+@pytest.mark.slow  # a real sweep of 12-16 runs
 def test_one_task_table_has_every_cell(one_task_sweep):
     table = subprocess.run([sys.executable, str(ROOT / "tools" / "make_table.py"), "--log_file",
                             str(one_task_sweep["tmp"] / "log"), "--task", "SST-2"], capture_output=True, text=True)
@@ -208,6 +210,7 @@ def test_one_task_table_has_every_cell(one_task_sweep):
         assert len(cells) == 8 and all("±" in cell for cell in cells), row
 
 
+@pytest.mark.slow  # a real sweep of 12-16 runs
 def test_one_task_rerun_appends_nothing_and_is_fast(one_task_sweep):
     tmp, env = one_task_sweep["tmp"], one_task_sweep["env"]
     before = (tmp / "log").read_text()
@@ -221,8 +224,26 @@ def test_one_task_rerun_appends_nothing_and_is_fast(one_task_sweep):
     assert elapsed < 120
     pending = run_script("run_one_task.sh", dict(env, PRINT_JOBS="pending"))
     assert pending.returncode == 0 and pending.stdout == ""
+    # One more identity argument makes every run new; an argument that changes no result does not.
+    for extra, count in (("--adapter_reduction_factor 8", 16), ("--logging_steps 7", 0)):
+        pending = run_script("run_one_task.sh", dict(env, PRINT_JOBS="pending"),
+                             f"--feature_cache_dir {tmp / 'cache'} {extra}")
+        assert pending.returncode == 0 and len(pending.stdout.splitlines()) == count, (extra, pending.stderr)
 
 
+def test_a_registry_method_sweeps_and_tabulates_without_script_edits(tmp_path, tiny_roberta, data_root):
+    env = dict(small_sweep_env(tmp_path, tiny_roberta, data_root), COMBOS="lora prompt,lora", HARDS="Y")
+    result = run_script("run_one_task.sh", env, f"--feature_cache_dir {tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_log(tmp_path / "log")
+    assert sorted(r["combination"] for r in records) == ["lora", "prompt,lora"]
+    header = [line for line in result.stdout.splitlines() if line.startswith("| Task")][0]
+    assert header.split(" | ")[-2:] == ["LoRA", "Prompt+LoRA |"]
+    row = [line for line in result.stdout.splitlines() if line.startswith("| SST-2")][-1]
+    assert [cell.strip() for cell in row.strip("|").split("|")][-2:][0].count("±") == 1
+
+
+@pytest.mark.slow  # a real sweep of 12-16 runs
 def test_mulstage_task_runs_the_6_orders(tmp_path, tiny_roberta, data_root):
     env = dict(small_sweep_env(tmp_path, tiny_roberta, data_root), TAG="mul")
     result = run_script("run_mulstage_task.sh", env, f"--feature_cache_dir {tmp_path / 'cache'}")
@@ -231,7 +252,7 @@ def test_mulstage_task_runs_the_6_orders(tmp_path, tiny_roberta, data_root):
     pairs = sorted((r["training_params"], r["template"]) for r in records)
     assert pairs == sorted((order, template(pattern, True)) for pattern in (SST2_MANUAL, SOFT_ONE)
                            for order in ORDERS)
-    assert all(r["tag"] == "mul" and r["use_adapter"] and r["stage_init"] == "last" for r in records)
+    assert all(r["tag"] == "mul" and r["stage_init"] == "last" for r in records)
     assert all([s["training_params"] for s in r["stages"]] == r["training_params"].split() for r in records)
     assert "plot_mulstage.py" in result.stdout
     figure = tmp_path / "fig.png"

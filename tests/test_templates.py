@@ -11,7 +11,7 @@ from src.errors import UserError
 from src.tasks import TASKS, get_task, read_examples
 from src.templates import (encode, is_byte_level, label_word_ids, parse_mapping, parse_template,
                            uses_segment_ids, with_demonstrations)
-from tools.create_tiny_model import roberta_tokenizer as slow_roberta_tokenizer
+from src.random_models import roberta_tokenizer as slow_roberta_tokenizer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "reference" / "golden_encodings"
 FAMILIES = ["roberta", "bert"]

@@ -3,7 +3,7 @@
     python tools/benchmark.py --model_size small --task SST-2 --data_dir ../shared/data/k-shot/SST-2/16-42
 
 A RoBERTa-shaped masked LM with random weights is built from a config (no download) with the real
-RoBERTa vocabulary (tokenizer of tools/create_tiny_model.py). On the real k-shot data (train split
+RoBERTa vocabulary (tokenizer of src/random_models.py). On the real k-shot data (train split
 for the training batches, test split for evaluation) and in one process it times
 
   (a) this project's code: `PromptMLM` (at the mask only, the LM head's transform and then only the
@@ -43,7 +43,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -53,14 +52,16 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_with_warmup  # noqa: E402
 
 from src.dataset import Collator, FewShotDataset  # noqa: E402
-from src.delta import adapter, set_trainable  # noqa: E402
+from src.arguments import argument_defaults  # noqa: E402
+from src.delta import METHODS as DELTA_METHODS, attach_methods, set_trainable, split_combination  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.templates import label_word_ids, parse_mapping  # noqa: E402
-from tools.count_params import SIZES  # noqa: E402
-from tools.create_tiny_model import roberta_tokenizer  # noqa: E402
+from src.random_models import SIZES, roberta_tokenizer  # noqa: E402
 
-METHODS = ["prompt", "bias", "adapter", "prompt,bias,adapter", "all"]
+# Each method of the paper alone, all of them together, and full fine-tuning.
+PAPER_METHODS = [m.name for m in DELTA_METHODS.values() if m.in_paper]
+METHODS = [*PAPER_METHODS, ",".join(PAPER_METHODS), "all"]
 PROMPT_NUM = 10
 MODEL_SIZES = {
     # small: the whole benchmark runs on 2 CPU cores in under 3 minutes; real RoBERTa vocabulary
@@ -75,7 +76,7 @@ MEMORY_PROCESSES = 2  # memory children run side by side, one thread each; nothi
 # imported once by the fork server that the memory children are forked from
 PRELOAD = ["torch", "transformers", "adapters", "transformers.models.roberta.modeling_roberta",
            "adapters.models.roberta.modeling_roberta", "src.dataset", "src.models", "src.delta",
-           "tools.count_params", "tools.create_tiny_model"]
+           "src.random_models"]
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -174,13 +175,14 @@ def eval_groups(dataset, batch_size):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def build_model(setup, with_adapter=False, attn_implementation="sdpa"):
-    """PromptMLM over a randomly initialised RoBERTa (same seed: same weights), on the device."""
+def build_model(setup, methods="prompt", attn_implementation="sdpa"):
+    """PromptMLM over a randomly initialised RoBERTa (same seed: same weights) with the soft prompt
+    and the modules of `methods` attached, on the device."""
     torch.manual_seed(setup.args.seed)
     mlm = AutoModelForMaskedLM.from_config(setup.config, attn_implementation=attn_implementation)
-    if with_adapter:
-        adapter.attach(mlm)
-    model = PromptMLM(mlm, setup.label_words, prompt_num=PROMPT_NUM)
+    model = PromptMLM(mlm, setup.label_words)
+    options = SimpleNamespace(**{**argument_defaults(), "prompt_num": PROMPT_NUM})
+    attach_methods(model, {"prompt", *split_combination(methods)}, options)
     return model.to(setup.device)
 
 
@@ -380,7 +382,7 @@ def measure_training(setup, results):
     all round-robin. (a) and (b) of a method share its model (fresh optimizer each)."""
     runs, fast, padded = {}, setup.train_batches, setup.train_batches_padded
     for methods in METHODS:
-        model = build_model(setup, with_adapter="adapter" in methods)
+        model = build_model(setup, methods)
         runs[methods] = train_run(setup, model, methods, fast)
         runs[f"reference_{methods}"] = train_run(setup, model, methods, padded, reference=True)
         if methods == "all":
@@ -443,7 +445,7 @@ def memory_child(args, phase, mode, methods):
     setup = make_setup(args)
     torch.set_num_threads(1)
     baseline = memory_in_use(setup)
-    model = build_model(setup, with_adapter="adapter" in (methods or ""))
+    model = build_model(setup, methods or "prompt")
     reset_peak(setup)
     if phase == "eval":
         forward = {"fast": prompt_mlm_logits, "reference": reference_logits, "plain_hf": plain_hf_logits}[mode]

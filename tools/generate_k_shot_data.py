@@ -16,34 +16,32 @@ import sys
 import numpy as np
 import pandas as pd
 
-GLUE_TASKS = ["SST-2", "CoLA", "MRPC", "QQP", "STS-B", "MNLI", "SNLI", "QNLI", "RTE"]
-CSV_TASKS = ["sst-5", "mr", "cr", "mpqa", "subj", "trec"]
+from src.errors import UserError
+from src.tasks import TASKS, get_task
+
+# The reference's default seed order; CoLA's splits depend on it (see generate_task).
 DEFAULT_SEEDS = [100, 13, 21, 42, 87]
-ALL_TASKS = ["SST-2", "sst-5", "mr", "cr", "mpqa", "subj", "trec",
-             "CoLA", "MRPC", "QQP", "STS-B", "MNLI", "SNLI", "QNLI", "RTE"]
-# Column holding the label in a GLUE tsv line (after strip + split on tab).
-LABEL_COLUMN = {"CoLA": 1, "MRPC": 0}
 
 
 def input_files(task):
-    """Original files needed for a task: (train, [eval splits])."""
-    if task in CSV_TASKS:
-        return "train.csv", ["test.csv"]
-    if task == "MNLI":
-        return "train.tsv", ["dev_matched.tsv", "dev_mismatched.tsv"]
-    return "train.tsv", ["dev.tsv"]
+    """Original files of a task: (train file, {k-shot test file: original file})."""
+    ext = task.layout.extension
+    if task.layout.csv:  # LM-BFF's csv tasks ship a test set
+        return f"train.{ext}", {f"test.{ext}": f"test.{ext}"}
+    tests = [name for split, name in task.splits.items() if split.startswith("test")]
+    return f"train.{ext}", {f"{name}.{ext}": f"{name.replace('test', 'dev')}.{ext}" for name in tests}
 
 
-def glue_label(task, line):
-    """Label used for balanced sampling. STS-B (regression) is binned at 2.5.
+def sampling_label(task, line):
+    """Label used for balanced sampling; regression scores are binned at the task's split (< is low).
 
     Like the reference, the line is stripped first, so a trailing empty field
-    is dropped before taking the last column.
+    is dropped before taking the label column.
     """
     fields = line.strip().split("\t")
-    if task == "STS-B":
-        return 0 if float(fields[-1]) < 2.5 else 1
-    return fields[LABEL_COLUMN.get(task, -1)]
+    if task.regression:
+        return 0 if float(fields[-1]) < task.regression_split else 1
+    return fields[task.layout.label]
 
 
 def read_lines(path):
@@ -72,82 +70,84 @@ def balanced_split(examples, labels, order, k, dev_rate):
 
 
 def generate_task(task, seeds, k, data_dir, out_dir, dev_rate):
-    src = os.path.join(data_dir, task)
-    train_name, eval_names = input_files(task)
-    if task in CSV_TASKS:
+    src = os.path.join(data_dir, task.name)
+    train_name, test_files = input_files(task)
+    header = []
+    if task.layout.csv:
         train_df = pd.read_csv(os.path.join(src, train_name), header=None)
-        test_df = pd.read_csv(os.path.join(src, eval_names[0]), header=None)
+        [test_original] = test_files.values()
+        test_df = pd.read_csv(os.path.join(src, test_original), header=None)
         examples = train_df.values.tolist()
-        labels = [row[0] for row in examples]
-        header = []
+        labels = [row[task.layout.label] for row in examples]
     else:
         lines = read_lines(os.path.join(src, train_name))
-        evals = {name: read_lines(os.path.join(src, name)) for name in eval_names}
-        # CoLA's train.tsv has no header; every other GLUE file has one.
-        header, examples = ([], lines) if task == "CoLA" else (lines[:1], lines[1:])
-        labels = [glue_label(task, line) for line in examples]
+        tests = {name: read_lines(os.path.join(src, original)) for name, original in test_files.items()}
+        if task.layout.header:
+            header, lines = lines[:1], lines[1:]
+        examples = lines
+        labels = [sampling_label(task, line) for line in examples]
 
     # The reference shuffles the loaded list in place (np.random.seed + shuffle);
     # RandomState(seed).permutation(n) yields exactly that order (same Fisher-Yates draws).
-    # For CoLA (no header to slice off) that list is the cached dataset itself,
-    # so its shuffles accumulate across seeds in the order given; every other
-    # task shuffles a fresh copy per seed.
-    accumulate = task == "CoLA"
+    # For a tsv without header (CoLA: nothing to slice off) that list is the cached dataset
+    # itself, so its shuffles accumulate across seeds in the order given; every other task
+    # shuffles a fresh copy per seed.
+    accumulate = not task.layout.csv and not task.layout.header
     order = np.arange(len(examples))
     for seed in seeds:
         perm = np.random.RandomState(seed).permutation(len(examples))
         order = order[perm] if accumulate else perm
 
-        setting_dir = os.path.join(out_dir, task, f"{k}-{seed}")
+        setting_dir = os.path.join(out_dir, task.name, f"{k}-{seed}")
         os.makedirs(setting_dir, exist_ok=True)
         train, dev = balanced_split(examples, labels, order, k, dev_rate)
-        if task in CSV_TASKS:
+        ext = task.layout.extension
+        if task.layout.csv:
             # Test is re-written through pandas, not byte-copied.
-            test_df.to_csv(os.path.join(setting_dir, "test.csv"), header=False, index=False)
-            write_csv(os.path.join(setting_dir, "train.csv"), train)
-            write_csv(os.path.join(setting_dir, "dev.csv"), dev)
+            test_df.to_csv(os.path.join(setting_dir, f"test.{ext}"), header=False, index=False)
+            write_csv(os.path.join(setting_dir, f"train.{ext}"), train)
+            write_csv(os.path.join(setting_dir, f"{task.splits['dev']}.{ext}"), dev)
         else:
-            for name, eval_lines in evals.items():
-                write_lines(os.path.join(setting_dir, name.replace("dev", "test")), eval_lines)
-            write_lines(os.path.join(setting_dir, "train.tsv"), header + train)
-            dev_name = "dev_matched.tsv" if task == "MNLI" else "dev.tsv"
-            write_lines(os.path.join(setting_dir, dev_name), header + dev)
+            for name, test_lines in tests.items():
+                write_lines(os.path.join(setting_dir, name), test_lines)
+            write_lines(os.path.join(setting_dir, train_name), header + train)
+            write_lines(os.path.join(setting_dir, f"{task.splits['dev']}.{ext}"), header + dev)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=16, help="examples per label")
-    parser.add_argument("--task", nargs="+", default=ALL_TASKS)
+    parser.add_argument("--task", nargs="+", default=[task.name for task in TASKS.values()])
     parser.add_argument("--seed", type=int, nargs="+", default=DEFAULT_SEEDS)
     parser.add_argument("--data_dir", default="data/original")
     parser.add_argument("--output_dir", default="data")
     parser.add_argument("--mode", default="k-shot", choices=["k-shot", "k-shot-10x"])
     args = parser.parse_args(argv)
 
-    unknown = [t for t in args.task if t not in ALL_TASKS]
-    if unknown:
-        print(f"error: unknown task(s) {', '.join(unknown)}; choose from {' '.join(ALL_TASKS)}",
-              file=sys.stderr)
+    try:
+        tasks = [get_task(name) for name in args.task]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
-    if "CoLA" in args.task and args.seed[:len(DEFAULT_SEEDS)] != DEFAULT_SEEDS:
+    if any(not task.layout.csv and not task.layout.header for task in tasks) and args.seed[:len(DEFAULT_SEEDS)] != DEFAULT_SEEDS:
         print("note: CoLA splits depend on the seed order; only --seed 100 13 21 42 87 "
               "reproduces the published CoLA files", file=sys.stderr)
     out_dir = os.path.join(args.output_dir, args.mode)
     dev_rate = 11 if args.mode == "k-shot-10x" else 2
     failed = False
-    for task in args.task:
-        train_name, eval_names = input_files(task)
-        missing = [os.path.join(args.data_dir, task, name) for name in [train_name] + eval_names
-                   if not os.path.isfile(os.path.join(args.data_dir, task, name))]
+    for task in tasks:
+        train_name, test_files = input_files(task)
+        missing = [os.path.join(args.data_dir, task.name, name) for name in [train_name, *test_files.values()]
+                   if not os.path.isfile(os.path.join(args.data_dir, task.name, name))]
         if missing:
-            print(f"error: {task}: missing original file {missing[0]}"
+            print(f"error: {task.name}: missing original file {missing[0]}"
                   + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                   + "; skipped", file=sys.stderr)
             failed = True
             continue
         generate_task(task, args.seed, args.k, args.data_dir, out_dir, dev_rate)
-        print(f"{task}: wrote {len(args.seed)} seed(s) to {os.path.join(out_dir, task)}")
+        print(f"{task.name}: wrote {len(args.seed)} seed(s) to {os.path.join(out_dir, task.name)}")
     return 1 if failed else 0
 
 

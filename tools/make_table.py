@@ -1,69 +1,75 @@
 """The paper's Table 2 from a results log: tasks × delta combinations, without and with templates.
 
-A record's block comes from its template (HARD=N: only special tokens, sentences and soft prompts;
-HARD=Y: a manual template); its column from its single-stage `training_params` as a set, or "none"
-for zero-shot runs. Each cell is mean±std (×100) over seeds, chosen as gather_result does.
+A record's block is its template kind (HARD=N soft-only, HARD=Y manual; the record's `hard`), its
+column its single-stage combination (the record's `combination`; "none" for zero-shot). Columns:
+none, then the paper's seven combinations in the paper's order, then any other combination of the
+delta registry that the log holds for these tasks (e.g. LoRA). Each cell is mean±std (×100) over
+seeds, chosen as tools/gather_result.py does.
 
 Usage: python tools/make_table.py --log_file log --task SST-2 CoLA [--tag exp] [--latex]
 """
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.delta import METHODS, combination_rank, combination_title, paper_combinations
+from src.errors import cli
+from src.results import read_results, with_run_facts
+from src.summary import PROTOCOLS, gather
+from src.tasks import get_task
 
-from src.errors import cli  # noqa: E402
-from src.results import read_results  # noqa: E402
-from src.tasks import get_task, hard_of  # noqa: E402
-from tools.gather_result import PROTOCOLS, gather  # noqa: E402
-
-COLUMNS = ("none", "Adapter", "BitFit", "BitFit+Adapter", "Prompt", "Prompt+Adapter", "Prompt+BitFit",
-           "Prompt+BitFit+Adapter")
-GROUP = {"Prompt": "prompt", "BitFit": "bias", "Adapter": "adapter"}
-COLUMN_OF_GROUPS = {frozenset(GROUP[name] for name in column.split("+")): column for column in COLUMNS[1:]}
+ZERO_SHOT = "none"
 BLOCKS = (("N", "without templates (HARD=N)"), ("Y", "with templates (HARD=Y)"))
 
 
 def column_of(record):
-    """The table column of a record, or None (multi-stage, full fine-tuning, ...)."""
-    if record.get("do_train") is False:
-        return "none"
-    stages = str(record.get("training_params", "")).split()
-    if len(stages) != 1:
+    """The table column (a combination, or "none") of a record; None for a multi-stage run and for
+    full fine-tuning (`all`, not a combinable method)."""
+    combination = with_run_facts(record)["combination"]
+    if combination == ZERO_SHOT:
+        return combination
+    if not combination or " " in combination or not all(METHODS[n].combinable for n in combination.split(",")):
         return None
-    return COLUMN_OF_GROUPS.get(frozenset(group.strip() for group in stages[0].split(",")))
+    return combination
+
+
+def columns_for(combinations):
+    """none, the paper's combinations, then the other combinations given, in column order."""
+    paper = paper_combinations()
+    extra = sorted(set(combinations) - set(paper) - {ZERO_SHOT}, key=lambda c: combination_rank(c.split(",")))
+    return [ZERO_SHOT] + paper + extra
 
 
 def _tunable(column, records):
     """The column's tunable share in percent (mean over its records); zero-shot tunes nothing."""
     if not records:
         return None
-    return 0.0 if column == "none" else float(np.mean([r["trainable_percent"] for r in records]))
+    return 0.0 if column == ZERO_SHOT else float(np.mean([r["trainable_percent"] for r in records]))
 
 
 def build_table(records, task_names, tag=None, protocol="lm-bff"):
-    """The table as numbers (percent): dict(tunable=[% or None per column],
-    blocks=[dict(hard, title, rows=[(label, [(mean, std) or None per column])])]); the last row
-    of a block is the Average (mean of means ± mean of stds, only where every task has the cell)."""
+    """The table as numbers (percent): dict(columns=[title per column], tunable=[% or None per
+    column], blocks=[dict(hard, title, rows=[(label, [(mean, std) or None per column])])]); the
+    last row of a block is the Average (mean of means ± mean of stds, only where every task has the cell)."""
     tasks = [get_task(name) for name in task_names]
     keys = {task.key for task in tasks}
     cells = {}
-    for record in records:
+    for record in map(with_run_facts, records):
         column = column_of(record)
-        if (column and record.get("task_name") in keys and isinstance(record.get("template"), str)
+        if (column and record.get("task_name") in keys and record.get("hard")
                 and (tag is None or record.get("tag") == tag)):
-            cells.setdefault((hard_of(record["template"]), record["task_name"], column), []).append(record)
+            cells.setdefault((record["hard"], record["task_name"], column), []).append(record)
+    columns = columns_for(column for _, _, column in cells)
     tunable = [_tunable(column, [r for (_, _, c), rs in cells.items() if c == column for r in rs])
-               for column in COLUMNS]
+               for column in columns]
 
     blocks = []
     for hard, title in BLOCKS:
         rows = []
         for task in tasks:
             row = []
-            for column in COLUMNS:
+            for column in columns:
                 result = gather(cells.get((hard, task.key, column), []), {"task_name": task.key}, protocol=protocol)
                 row.append(None if result is None else (100 * result["mean"], 100 * result["std"]))
             rows.append((f"{task.name} ({task.main_metric})", row))
@@ -71,7 +77,8 @@ def build_table(records, task_names, tag=None, protocol="lm-bff"):
                    for column in zip(*(row for _, row in rows))]
         rows.append(("Average", average))
         blocks.append(dict(hard=hard, title=title, rows=rows))
-    return dict(tunable=tunable, blocks=blocks, protocol=protocol)
+    titles = [ZERO_SHOT if c == ZERO_SHOT else combination_title(c) for c in columns]
+    return dict(columns=titles, tunable=tunable, blocks=blocks, protocol=protocol)
 
 
 def format_percent(percent):
@@ -91,10 +98,11 @@ def render_markdown(table):
     def line(cells):
         return "| " + " | ".join(cells) + " |"
 
-    lines = [f"Protocol: {table['protocol']}", "", line(("Task",) + COLUMNS), line(["---"] * (len(COLUMNS) + 1)),
+    columns = table["columns"]
+    lines = [f"Protocol: {table['protocol']}", "", line(["Task"] + columns), line(["---"] * (len(columns) + 1)),
              line(["Tunable %"] + [format_percent(p) for p in table["tunable"]])]
     for block in table["blocks"]:
-        lines.append(line([f"*{block['title']}*"] + [""] * len(COLUMNS)))
+        lines.append(line([f"*{block['title']}*"] + [""] * len(columns)))
         lines += [line([label] + [_cell(c, "±") for c in row]) for label, row in block["rows"]]
     return "\n".join(lines)
 
@@ -103,9 +111,10 @@ def render_latex(table):
     def line(cells):
         return " & ".join(cell.replace("%", r"\%").replace("_", r"\_") for cell in cells) + r" \\"
 
-    width = len(COLUMNS) + 1
-    lines = [f"% protocol: {table['protocol']}", r"\begin{tabular}{l" + "c" * len(COLUMNS) + "}", r"\hline",
-             line(("Task",) + COLUMNS), line(["Tunable %"] + [format_percent(p) for p in table["tunable"]])]
+    columns = table["columns"]
+    width = len(columns) + 1
+    lines = [f"% protocol: {table['protocol']}", r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\hline",
+             line(["Task"] + columns), line(["Tunable %"] + [format_percent(p) for p in table["tunable"]])]
     for block in table["blocks"]:
         lines += [r"\hline", rf"\multicolumn{{{width}}}{{c}}{{{block['title']}}} \\", r"\hline"]
         for label, row in block["rows"]:

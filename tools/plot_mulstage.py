@@ -3,7 +3,7 @@ template kind (with manual template / soft-only, as in the paper's 12 panels).
 
 Each multi-stage record (`training_params` with several space-separated stages) carries its
 stages' eval histories; stage i is drawn after the end of stage i-1 (offset i × max_steps), coloured
-by method (PT = prompt, BF = BitFit, AP = adapter). With several records of one order (learning
+by method (the delta registry's labels: PT = prompt, BF = BitFit, AP = adapter, ...). With several records of one order (learning
 rates, seeds) and template kind, the one with the best final-stage dev score is drawn.
 
 Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
@@ -11,28 +11,26 @@ Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --o
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from src.delta import METHODS, combination_label  # noqa: E402
 from src.errors import cli  # noqa: E402
-from src.results import read_results  # noqa: E402
-from src.tasks import get_task, hard_of  # noqa: E402
+from src.results import read_results, with_run_facts  # noqa: E402
+from src.tasks import get_task  # noqa: E402
 
-LABEL = {"prompt": "PT", "bias": "BF", "adapter": "AP"}
-COLOUR = {"PT": "tab:blue", "BF": "tab:orange", "AP": "tab:green"}
+# One colour per registry method, in registry order (matplotlib's default cycle).
+COLOUR = {method.label: f"C{index}" for index, method in enumerate(METHODS.values())}
 TEMPLATE_KIND = {"Y": "template", "N": "no template"}
 PANELS_PER_ROW = 3
 
 
 def stage_label(training_params):
     """'prompt' → 'PT'; a stage that trains several groups at once → 'PT+BF'."""
-    return "+".join(LABEL.get(group, group) for group in training_params.split(","))
+    return combination_label(training_params)
 
 
 def select_runs(records, task, tag=None):
@@ -40,12 +38,12 @@ def select_runs(records, task, tag=None):
     `training_params`, Y/N the template kind (manual / soft-only)."""
     metric = task.main_metric
     best = {}
-    for record in records:
-        order = str(record.get("training_params", ""))
+    for record in map(with_run_facts, records):
+        order = record.get("combination") or ""
         if (record.get("task_name") != task.key or (tag is not None and record.get("tag") != tag)
-                or len(order.split()) < 2 or not record.get("stages")):
+                or len(order.split()) < 2 or not record.get("stages") or not record.get("hard")):
             continue
-        key = (order, hard_of(record.get("template", "")))
+        key = (order, record["hard"])
         if key not in best or record["stages"][-1]["dev"][metric] > best[key]["stages"][-1]["dev"][metric]:
             best[key] = record
     return best

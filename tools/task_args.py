@@ -10,24 +10,22 @@ Everything comes from `src/tasks.py` (SPEC §8), so the scripts never spell out 
     --mapping
     {'0':'terrible','1':'great'}
 
-followed by the task's extra arguments (e.g. MNLI: --max_seq_length 512 --num_sample 4).
+followed by the task's extra arguments (e.g. MNLI: --max_seq_length 512 --num_sample 4) and, with
+--fulldata, its full-data arguments (QNLI: --max_seq_length 512).
 Unknown task or bad --hard: `error: ...` on stderr, exit 2.
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.errors import UserError  # noqa: E402
-from src.tasks import get_task  # noqa: E402
+from src.errors import UserError
+from src.tasks import get_task
 
 
-def task_arguments(name, hard="Y", prompt=False):
-    """The run.py arguments of task `name` as a list of strings."""
+def task_arguments(name, hard="Y", prompt=False, fulldata=False):
+    """The run.py arguments of task `name` as a list of strings (later ones override earlier ones)."""
     task = get_task(name)
     return ["--task_name", task.name, "--template", task.template(hard, prompt),
-            "--mapping", task.mapping, *task.extra_args]
+            "--mapping", task.mapping, *task.extra_args, *(task.fulldata_args if fulldata else ())]
 
 
 def main(argv=None):
@@ -35,9 +33,10 @@ def main(argv=None):
     parser.add_argument("--task", required=True, help="task name (SST-2, CoLA, MNLI, ...), any case")
     parser.add_argument("--hard", default="Y", help="Y: manual template; N: soft-only template")
     parser.add_argument("--prompt", action="store_true", help="insert the soft prompt (*prompt*) into the template")
+    parser.add_argument("--fulldata", action="store_true", help="add the task's full-data arguments")
     args = parser.parse_args(argv)
     try:
-        lines = task_arguments(args.task, args.hard, args.prompt)
+        lines = task_arguments(args.task, args.hard, args.prompt, args.fulldata)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

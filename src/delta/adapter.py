@@ -1,29 +1,17 @@
 """Houlsby adapters through the `adapters` library (successor of adapter-transformers 1.1.1).
 
-DoubleSeqBnConfig = 'houlsby': a bottleneck after the attention output and one after the FFN output.
+DoubleSeqBnConfig = 'houlsby': a bottleneck after the attention output and one after the FFN
+output (swish, residual).
 """
-import logging
-
-import adapters
-from adapters import DoubleSeqBnConfig, model_mixin
+from src.delta import adapterhub
 
 NAME = "houlsby"
 
 
-def selects(name):
+def selects(name: str) -> bool:
     return f".adapters.{NAME}." in name
 
 
-def attach(mlm, reduction_factor=16):
-    """Add the adapters to a `...ForMaskedLM` model in place and keep them active in forward."""
-    # Setting up runs a forward before the adapter is active; the warning about that is noise.
-    quiet = logging.getLogger(model_mixin.__name__)
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        adapters.init(mlm)
-        mlm.add_adapter(NAME, config=DoubleSeqBnConfig(reduction_factor=reduction_factor))
-        mlm.set_active_adapters(NAME)
-    finally:
-        quiet.setLevel(level)
-    return mlm
+def attach(model, adapter_reduction_factor: int = 16) -> None:
+    from adapters import DoubleSeqBnConfig
+    adapterhub.add(model, NAME, DoubleSeqBnConfig(reduction_factor=adapter_reduction_factor))

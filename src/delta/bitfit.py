@@ -1,5 +1,5 @@
 """BitFit: every parameter whose name contains `bias` (adapter biases too, when adapters exist)."""
 
 
-def selects(name):
+def selects(name: str) -> bool:
     return "bias" in name

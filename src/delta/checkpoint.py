@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from src.delta import rules_for
+from src.delta import rules_for, split_combination
 from src.errors import UserError
 
 WEIGHTS = "delta.safetensors"
@@ -22,6 +22,19 @@ def save_delta(model, methods, output_dir, arguments):
     (output_dir / CONFIG).write_text(json.dumps(arguments, indent=1, default=str))
 
 
+def saved_methods(path) -> set:
+    """The delta methods whose modules a saved delta holds (from its delta_config.json), so that a
+    model gets those modules before the weights are loaded; empty when the config is unreadable."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        arguments = json.loads((folder / CONFIG).read_text())
+        methods = {name for stage in str(arguments.get("training_params", "")).split()
+                   for name in split_combination(stage)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return methods | ({"adapter"} if arguments.get("use_adapter") else set())
+
+
 def load_delta(model, path):
     """Copy saved delta tensors into a model built with the same setup (adapters, prompt)."""
     file = Path(path) / WEIGHTS if Path(path).is_dir() else Path(path)
@@ -32,7 +45,7 @@ def load_delta(model, path):
     missing = [name for name in state if name not in parameters]
     if missing:
         raise UserError(f"delta weights {file} do not fit this model (e.g. {missing[0]}); "
-                        "use the same --use_adapter/--template/--prompt_num as the saved run")
+                        "use the same --template/--prompt_num as the saved run")
     with torch.no_grad():
         for name, tensor in state.items():
             parameters[name].copy_(tensor)

@@ -5,8 +5,15 @@ from torch import nn
 PREFIX = "soft_prompt."
 
 
-def selects(name):
+def selects(name: str) -> bool:
     return name.startswith(PREFIX)
+
+
+def attach(model, prompt_num: int = 10) -> None:
+    """Give a PromptMLM its prompt table (N(0, initializer_range), SPEC §1) unless it has one."""
+    if model.soft_prompt is None:
+        config = model.config
+        model.soft_prompt = SoftPrompt(prompt_num, config.hidden_size, config.initializer_range)
 
 
 class SoftPrompt(nn.Module):

@@ -1,0 +1,105 @@
+"""Summaries of a results log: per seed, which run stands for it, and mean ± std over seeds (SPEC §6).
+
+Two ways to pick which run stands for a seed:
+  lm-bff     per seed, the run with the best dev score (any setting); report its test score.
+  reference  the paper's scripts: per setting (e.g. learning rate), the mean test score over seeds;
+             the setting with the best mean *test* score wins; report its per-seed test scores.
+A setting is a run's identity without its seed and data split (`src.results.setting_of`).
+"""
+import math
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from src.errors import UserError
+from src.results import matches, metric_key, setting_of, with_run_facts
+from src.tasks import get_task
+
+PROTOCOLS = ("lm-bff", "reference")
+ALWAYS_SETTING = ("learning_rate", "per_device_train_batch_size")
+
+
+def setting_keys(settings: List[dict]) -> Tuple[str, ...]:
+    """learning rate, batch size, and every other argument whose value varies among `settings`
+    (`setting_of` of each record: seeds, devices, times and output paths never count)."""
+    keys = {key for setting in settings for key in setting} - set(ALWAYS_SETTING)
+    varying = sorted(k for k in keys if len({repr(s.get(k)) for s in settings}) > 1)
+    return ALWAYS_SETTING + tuple(varying)
+
+
+def _setting(record, setting, keys):
+    """The arguments that tell this run's setting apart; a zero-shot run has only one setting."""
+    if record.get("zero_shot"):
+        return (("zero_shot", True),)
+    return tuple((key, repr(setting.get(key)) if isinstance(setting.get(key), (list, dict)) else setting.get(key))
+                 for key in keys)
+
+
+def _metric(record, name):
+    if name not in record:
+        raise UserError(f"a matching record (seed {record.get('seed')}) has no metric {name!r}")
+    return record[name]
+
+
+def _rank(score):
+    """Sort key for a score: NaN (e.g. Pearson of a constant prediction) ranks lowest."""
+    return -math.inf if math.isnan(score) else score
+
+
+def _best_per_seed(records, dev_name):
+    """seed → the record with the best dev score (the first one on ties)."""
+    best = {}
+    for record in records:
+        seed = record.get("seed")
+        if seed not in best or _rank(_metric(record, dev_name)) > _rank(_metric(best[seed], dev_name)):
+            best[seed] = record
+    return dict(sorted(best.items()))
+
+
+def gather(records: Iterable[dict], condition: dict, key: Optional[str] = None, protocol: str = "lm-bff",
+           test_task: Optional[str] = None) -> Optional[dict]:
+    """Summarise the records matching `condition`; None when none matches.
+
+    Returns dict(mean, std, n, per_seed=[dict(seed, dev, test, setting)], setting, protocol,
+    dev_metric, test_metric); mean/std are fractions (std: population, ddof=0). `setting` is the
+    chosen setting (reference protocol) or None (lm-bff: each seed may pick another setting).
+    `test_task` reports another test set of the same task (MNLI: 'mnli-mm').
+    """
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    selected = [with_run_facts(r) for r in records if matches(r, condition)]
+    if not selected:
+        return None
+    tasks = sorted({str(r.get("task_name")) for r in selected})
+    if len(tasks) > 1:
+        raise UserError(f"the condition matches records of several tasks ({', '.join(tasks)}); "
+                        "add 'task_name' to it")
+    task = get_task(tasks[0])
+    if test_task is not None and get_task(test_task) is not task:
+        raise UserError(f"--test_task {test_task} is not a test set of task {tasks[0]}")
+    key = key or task.main_metric
+    dev_name = metric_key(tasks[0], "dev", key)
+    test_name = metric_key((test_task or tasks[0]).lower(), "test", key)
+
+    settings = {id(record): setting_of(record) for record in selected}
+    keys = setting_keys(list(settings.values()))
+
+    def setting(record):
+        return _setting(record, settings[id(record)], keys)
+
+    if protocol == "lm-bff":
+        chosen, best_setting = _best_per_seed(selected, dev_name), None
+    else:
+        by_setting = {}
+        for record in selected:
+            by_setting.setdefault(setting(record), []).append(record)
+        per_setting = {s: _best_per_seed(rs, dev_name) for s, rs in by_setting.items()}
+        best = max(per_setting, key=lambda s: _rank(np.mean([_metric(r, test_name)
+                                                             for r in per_setting[s].values()])))
+        chosen, best_setting = per_setting[best], dict(best)
+
+    per_seed = [dict(seed=seed, dev=_metric(r, dev_name), test=_metric(r, test_name),
+                     setting=dict(setting(r))) for seed, r in chosen.items()]
+    tests = [row["test"] for row in per_seed]
+    return dict(mean=float(np.mean(tests)), std=float(np.std(tests)), n=len(tests), per_seed=per_seed,
+                setting=best_setting, protocol=protocol, dev_metric=dev_name, test_metric=test_name)

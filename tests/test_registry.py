@@ -1,0 +1,50 @@
+"""The delta registry is the one place that lists methods: no tool, script or module re-lists them."""
+import ast
+import re
+
+import pytest
+
+from src.delta import METHODS, combination_title, lr_grid, paper_combinations
+from tests.conftest import ROOT
+
+NAMES = set(METHODS)
+SOURCES = sorted([*ROOT.glob("tools/*.py"), *ROOT.glob("src/**/*.py"), *ROOT.glob("run_*.sh")])
+REGISTRY = ROOT / "src" / "delta" / "__init__.py"
+
+
+def listed_names_in_python(path):
+    """Method names that stand together in one list/tuple/set/dict literal of the code."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            names = [i.value for i in items if isinstance(i, ast.Constant) and i.value in NAMES]
+            if len(names) >= 2:
+                found.append((node.lineno, names))
+    return found
+
+
+def listed_names_in_shell(path):
+    """Lines of shell code (comments aside) naming two or more methods."""
+    found = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        code = line.split("#", 1)[0] if not line.lstrip().startswith("#") else ""
+        names = re.findall(r"(?<![\w-])(" + "|".join(map(re.escape, NAMES)) + r")(?![\w-])", code)
+        if len(set(names)) >= 2:
+            found.append((number, names))
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p != REGISTRY], ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_hard_coded_list_of_method_names(path):
+    found = listed_names_in_shell(path) if path.suffix == ".sh" else listed_names_in_python(path)
+    assert found == [], f"{path.relative_to(ROOT)} lists methods itself: {found}"
+
+
+def test_the_registry_gives_the_papers_columns_and_grids():
+    assert [combination_title(c) for c in paper_combinations()] == [
+        "Adapter", "BitFit", "BitFit+Adapter", "Prompt", "Prompt+Adapter", "Prompt+BitFit", "Prompt+BitFit+Adapter"]
+    assert lr_grid(["prompt"]) == (1e-2, 3e-3, 1e-3, 3e-4) and lr_grid(["bias"]) == (3e-3, 1e-3, 3e-4, 1e-4)
+    assert lr_grid(["adapter"]) == lr_grid(["prompt,bias"]) == (1e-3, 3e-4, 1e-4, 3e-5)
+    assert lr_grid(["prompt", "bias"], "mulstage") == (1e-2, 3e-3, 1e-3, 3e-4)
+    assert lr_grid(["lora"], "fulldata") == (1e-2, 1e-3, 1e-4, 1e-5)
