@@ -13,11 +13,14 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from src.errors import UserError, cli  # noqa: E402
+from src.results import check_writable  # noqa: E402
 
 IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "max_steps", "eval_steps", "template", "mapping", "few_shot_type",
@@ -30,6 +33,7 @@ def main(argv=None):
     from src.arguments import parse_args
     model_args, data_args, training_args = parse_args(argv)
     experiment = Experiment(model_args, data_args, training_args)
+    check_writable(training_args.log_file, training_args.output_dir if experiment.trains else None)
     if training_args.skip_done and experiment.already_logged():
         print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
         return 0
@@ -41,15 +45,13 @@ class Experiment:
     """One run: data and model set up, optional training (in stages), final evaluation, log record."""
 
     def __init__(self, model_args, data_args, training_args):
+        from src.arguments import check_consistency
         from src.tasks import get_task
         self.model_args, self.data_args, self.args = model_args, data_args, training_args
         self.task = get_task(data_args.task_name)
         data_args.task_name = self.task.key
         self.trains = training_args.do_train and not training_args.notrain
-        if model_args.stage_init not in ("last", "best"):
-            raise UserError(f"--stage_init must be 'last' or 'best', got {model_args.stage_init!r}")
-        if model_args.few_shot_type not in ("prompt", "finetune", "prompt-demo"):
-            raise UserError(f"unknown --few_shot_type {model_args.few_shot_type!r} (prompt, finetune, prompt-demo)")
+        self.stages = check_consistency(model_args, data_args, training_args)
 
     def record_identity(self):
         record = self.arguments_record()
@@ -62,6 +64,10 @@ class Experiment:
         identity = self.record_identity()
         return any(matches(record, identity) for record in read_results(self.args.log_file))
 
+    def is_this_run(self, record):
+        from src.results import matches
+        return matches(record, self.record_identity())
+
     def arguments_record(self):
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
         record["training_params"] = " ".join(self.model_args.training_params)
@@ -70,10 +76,11 @@ class Experiment:
 
     def run(self):
         import torch
-        from transformers import AutoTokenizer, set_seed
+        from transformers import AutoConfig, AutoTokenizer, set_seed
 
+        from src.arguments import check_model_config
         from src.dataset import Collator, FewShotDataset
-        from src.delta import METHODS, count_parameters, parse_stages
+        from src.delta import METHODS, count_parameters
         from src.delta.checkpoint import load_delta, save_delta
         from src.models import build_model
         from src.templates import label_word_ids, parse_mapping, parse_template
@@ -82,11 +89,11 @@ class Experiment:
         started = time.time()
         data_args, model_args, args = self.data_args, self.model_args, self.args
         prompt_mode = model_args.few_shot_type != "finetune"
-        if prompt_mode and not (data_args.template and data_args.mapping):
-            raise UserError("--template and --mapping are required unless --few_shot_type finetune")
         has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
-        stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter, has_prompt=has_prompt)
-        tokenizer = self.load_tokenizer(AutoTokenizer)
+        stages = self.stages
+        config = self.load_pretrained(AutoConfig, "model config")
+        check_model_config(config, model_args, data_args)
+        tokenizer = self.load_pretrained(AutoTokenizer, "tokenizer")
         words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
                  if prompt_mode else None)
 
@@ -131,13 +138,39 @@ class Experiment:
                   "wall_time": round(time.time() - started, 2),
                   "time": datetime.datetime.now().isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-        if args.process_index == 0:  # one writer under torchrun
-            from src.results import append_result
-            if self.trains:
-                save_delta(model, all_methods, args.output_dir, self.arguments_record())
-            append_result(args.log_file, record)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        print(self.summary(record, datasets["test"]))
+        if args.process_index == 0:  # one writer under torchrun
+            self.save(record, lambda: save_delta(model, all_methods, args.output_dir, self.arguments_record()))
         return record
+
+    def save(self, record, write_delta):
+        """Write the delta under temporary names, append the record, then move the delta into place.
+
+        With --skip_done, the log is checked again under its lock: of two identical runs finishing
+        together, only the first is logged. An I/O error is one line; the metrics are printed already.
+        """
+        from src.results import append_result
+        try:
+            commit = write_delta() if self.trains else None
+            skip = self.is_this_run if self.args.skip_done else None
+            if not append_result(self.args.log_file, record, skip_if=skip):
+                print(f"skip: {self.args.log_file} already holds this run (logged while it ran)", file=sys.stderr)
+            elif commit:
+                commit()
+        except OSError as error:
+            raise UserError(f"cannot save the results of this run (printed above): {error}") from error
+
+    def summary(self, record, test_set):
+        """One line: the main metric on dev and test beside the majority class's share of test."""
+        task, metric = self.task, self.task.main_metric
+        line = (f"result: {task.name} {' -> '.join(self.model_args.training_params) if self.trains else 'zero-shot'}"
+                f" dev {metric} {record[f'{task.key}_dev_eval_{metric}']:.4f}"
+                f" test {metric} {record[f'{task.key}_test_eval_{metric}']:.4f}")
+        if not task.regression:
+            counts = np.bincount(test_set.labels, minlength=len(task.labels))
+            line += f" (majority class {counts.max() / counts.sum():.4f})"
+        return line + f", {record['trainable_params']} trained parameters, {record['wall_time']:.0f} s"
 
     def load_datasets(self, dataset_class, tokenizer):
         """train, dev, test (+ test-mm for MNLI) features; with --dev_as_test, test is dev."""
@@ -152,11 +185,11 @@ class Experiment:
         datasets.setdefault("test", datasets["dev"])
         return datasets
 
-    def load_tokenizer(self, auto_tokenizer):
+    def load_pretrained(self, auto_class, what):
         try:
-            return auto_tokenizer.from_pretrained(self.model_args.model_name_or_path)
+            return auto_class.from_pretrained(self.model_args.model_name_or_path)
         except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
-            raise UserError(f"cannot load tokenizer {self.model_args.model_name_or_path!r}: "
+            raise UserError(f"cannot load {what} {self.model_args.model_name_or_path!r}: "
                             f"{str(error).splitlines()[0]}") from error
 
 

@@ -4,6 +4,7 @@ import torch
 from transformers import Trainer
 
 from src.delta import set_trainable
+from src.errors import UserError
 from src.models import regression_prediction
 from src.tasks import compute_metrics
 
@@ -42,6 +43,14 @@ class DeltaTrainer(Trainer):
             return super().train(*args, **kwargs)
         finally:
             self._tracking = False
+
+    def training_step(self, *args, **kwargs):
+        """A step whose loss is NaN or infinite stops the run (nothing is logged or saved)."""
+        loss = super().training_step(*args, **kwargs)
+        if not torch.isfinite(loss).all():
+            raise UserError(f"the training loss became {loss.item()} at step {self.state.global_step + 1}; "
+                            "lower --learning_rate (nothing was logged or saved)")
+        return loss
 
     def _get_eval_sampler(self, eval_dataset):
         return longest_first(eval_dataset)
