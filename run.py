@@ -33,6 +33,7 @@ def main(argv=None):
     from src.arguments import parse_args
     model_args, data_args, training_args = parse_args(argv)
     experiment = Experiment(model_args, data_args, training_args)
+    experiment.check_model_config()
     check_writable(training_args.log_file, training_args.output_dir if experiment.trains else None)
     if training_args.skip_done and experiment.already_logged():
         print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
@@ -64,6 +65,13 @@ class Experiment:
         identity = self.record_identity()
         return any(matches(record, identity) for record in read_results(self.args.log_file))
 
+    def check_model_config(self):
+        """Checks against the model's config, read before anything heavy loads."""
+        from transformers import AutoConfig
+
+        from src.arguments import check_model_config
+        check_model_config(self.load_pretrained(AutoConfig, "model config"), self.model_args, self.data_args)
+
     def is_this_run(self, record):
         from src.results import matches
         return matches(record, self.record_identity())
@@ -76,9 +84,8 @@ class Experiment:
 
     def run(self):
         import torch
-        from transformers import AutoConfig, AutoTokenizer, set_seed
+        from transformers import AutoTokenizer, set_seed
 
-        from src.arguments import check_model_config
         from src.dataset import Collator, FewShotDataset
         from src.delta import METHODS, count_parameters
         from src.delta.checkpoint import load_delta, save_delta
@@ -91,8 +98,6 @@ class Experiment:
         prompt_mode = model_args.few_shot_type != "finetune"
         has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
         stages = self.stages
-        config = self.load_pretrained(AutoConfig, "model config")
-        check_model_config(config, model_args, data_args)
         tokenizer = self.load_pretrained(AutoTokenizer, "tokenizer")
         words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
                  if prompt_mode else None)
@@ -189,7 +194,7 @@ class Experiment:
         try:
             return auto_class.from_pretrained(self.model_args.model_name_or_path)
         except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
-            raise UserError(f"cannot load {what} {self.model_args.model_name_or_path!r}: "
+            raise UserError(f"--model_name_or_path: cannot load {what} {self.model_args.model_name_or_path!r}: "
                             f"{str(error).splitlines()[0]}") from error
 
 

@@ -8,7 +8,6 @@ built (command line or JSON file alike), so a bad value is one `error:` line bef
 import copy
 import dataclasses
 import json
-import math
 import os
 import sys
 import types
@@ -18,6 +17,7 @@ from typing import Any, Callable, List, Optional
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from src.checks import Allowed, above, at_least, between, is_number, one_of
 from src.errors import UserError
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
@@ -29,40 +29,9 @@ ARGUMENT_ALIASES = {
 }
 
 
-@dataclass(frozen=True)
-class Allowed:
-    """The values an argument may take: those for which `test` is true, described by `text`."""
-    text: str
-    test: Callable[[Any], bool]
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def at_least(low: float, integer: bool = True) -> Allowed:
-    kind = "an integer" if integer else "a finite number"
-    return Allowed(f"{kind} >= {low}", lambda v: _number(v) and v >= low)
-
-
-def above(low: float) -> Allowed:
-    return Allowed(f"a finite number > {low}", lambda v: _number(v) and v > low)
-
-
-def between(low: float, high: float, integer: bool = False, high_open: bool = False) -> Allowed:
-    kind = "an integer" if integer else "a number"
-    bracket = ")" if high_open else "]"
-    return Allowed(f"{kind} in [{low}, {high}{bracket}",
-                   lambda v: _number(v) and low <= v and (v < high if high_open else v <= high))
-
-
-def one_of(*choices: str) -> Allowed:
-    return Allowed(f"one of {', '.join(choices)}", lambda v: v in choices)
-
-
-NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
-EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v))
-FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v))
+NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "", ("",))
+EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v), ("/nonexistent/path",))
+FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v), ("/nonexistent/folder",))
 SEED = between(0, 2**32 - 1, integer=True)
 
 
@@ -81,9 +50,9 @@ def _has_cuda():
     return torch.cuda.is_available()
 
 
-TASK = Allowed("a known task", _known_task)
+TASK = Allowed("a known task", _known_task, ("SST-7",))
 NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)",
-                    lambda v: not v or _has_cuda())
+                    lambda v: not v or _has_cuda(), ("true",))
 
 
 def arg(default=dataclasses.MISSING, help="", group=None, allowed=None, **kwargs):
@@ -121,7 +90,7 @@ class ModelArguments:
     training_params: List[str] = arg(
         help="Delta groups to train, comma-joined (prompt,bias,adapter); several values are trained one after "
              "another as stages.", group="delta",
-        allowed=Allowed("a non-empty list", lambda v: len(v) > 0), default_factory=lambda: ["all"])
+        allowed=Allowed("a non-empty list", lambda v: len(v) > 0, ()), default_factory=lambda: ["all"])
     use_adapter: bool = arg(False, "Add Houlsby adapters to the model.", "delta")
     adapter_reduction_factor: int = arg(16, "Adapter bottleneck = hidden size / this.", "delta", at_least(1))
     prompt_num: int = arg(10, "Number of soft-prompt vectors (*prompt* in the template).", "delta", at_least(1))
@@ -160,7 +129,7 @@ class DataArguments:
     demo_filter_model: Optional[str] = arg(None, "demo_filter: name of the embeddings files "
                                            "({split}_{model}.npy).", "data")
     demo_filter_rate: float = arg(0.5, "demo_filter: share of the most similar examples kept.", "data",
-                                  Allowed("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1))
+                                  Allowed("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1, ("0", "1.5", "nan")))
     overwrite_cache: bool = arg(False, "Rebuild the cached features.", "data")
     skip_train_eval: bool = arg(False, "Leave the train split out of the final evaluation (large train sets).",
                                 "data")
@@ -238,9 +207,15 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
     prompt_mode = model_args.few_shot_type != "finetune"
     if prompt_mode and not (data_args.template and data_args.mapping):
         raise UserError("--template and --mapping are required unless --few_shot_type finetune")
-    has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
-    if prompt_mode:
-        parse_mapping(data_args.mapping, get_task(data_args.task_name).labels)
+    try:
+        has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
+    except UserError as error:
+        raise UserError(f"--template: {error}") from None
+    try:
+        if prompt_mode:
+            parse_mapping(data_args.mapping, get_task(data_args.task_name).labels)
+    except UserError as error:
+        raise UserError(f"--mapping: {error}") from None
     stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter, has_prompt=has_prompt)
     if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
                                                                         args.num_train_epochs <= 0)):

@@ -11,7 +11,9 @@ PAPER_ROBERTA_LARGE = {"prompt": "0.003", "bias": "0.09", "adapter": "1.75", "pr
 def run_count_params(model_size):
     out = subprocess.run([sys.executable, "tools/count_params.py", "--model_size", model_size], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    rows = [line.split("\t") for line in out.strip().splitlines()]
+    header, *lines = out.strip().splitlines()
+    assert header == "combination\ttrainable\tpercent"
+    rows = [line.split("\t") for line in lines]
     return {combination: (int(trainable), float(percent)) for combination, trainable, percent in rows}
 
 

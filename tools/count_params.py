@@ -4,7 +4,6 @@ Builds the model from a config on the meta device: no weights, no download. Prin
 `combination<TAB>trainable<TAB>percent` per combination, counted against the whole model
 including the prompt table and adapters that the combination adds.
 """
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForMaskedLM  # noqa: E402
 
+from src.checks import ArgumentParser, at_least, typed  # noqa: E402
 from src.delta import adapter, count_parameters  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
 
 SIZES = {
@@ -49,15 +50,18 @@ def count(model_size, combination, prompt_num=10):
     return SimpleNamespace(trainable=trainable, total=total, percent=100.0 * trainable / total)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+@cli
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model_size", default="roberta-large", choices=sorted(SIZES))
-    parser.add_argument("--prompt_num", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--prompt_num", type=typed(int, at_least(1)), default=10, help="soft-prompt vectors")
+    args = parser.parse_args(argv)
+    print("combination\ttrainable\tpercent")
     for combination in COMBINATIONS:
         result = count(args.model_size, combination, args.prompt_num)
         print(f"{combination}\t{result.trainable}\t{result.percent:.4g}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

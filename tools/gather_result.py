@@ -7,7 +7,6 @@ Two ways to pick which run stands for a seed (SPEC §6):
 
 Usage: python tools/gather_result.py --condition "{'task_name': 'sst-2', 'tag': 'exp'}" [--key acc]
 """
-import argparse
 import ast
 import math
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.checks import ArgumentParser  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
 from src.results import matches, read_results  # noqa: E402
 from src.tasks import get_task  # noqa: E402
@@ -144,7 +144,7 @@ def format_report(result):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--condition", required=True, help="Python dict literal, e.g. \"{'task_name': 'sst-2'}\"")
     parser.add_argument("--key", help="metric name (acc, f1, mcc, pearson); default: the task's main metric")

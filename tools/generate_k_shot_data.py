@@ -9,12 +9,17 @@ tasks) is copied as test. The output is byte-identical to the published splits.
 Usage: python tools/generate_k_shot_data.py [--k 16] [--task T ...] [--seed S ...]
        [--data_dir data/original] [--output_dir data] [--mode k-shot|k-shot-10x]
 """
-import argparse
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.checks import ArgumentParser, at_least, between, typed  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
 
 GLUE_TASKS = ["SST-2", "CoLA", "MRPC", "QQP", "STS-B", "MNLI", "SNLI", "QNLI", "RTE"]
 CSV_TASKS = ["sst-5", "mr", "cr", "mpqa", "subj", "trec"]
@@ -114,21 +119,21 @@ def generate_task(task, seeds, k, data_dir, out_dir, dev_rate):
             write_lines(os.path.join(setting_dir, dev_name), header + dev)
 
 
+@cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--k", type=int, default=16, help="examples per label")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=typed(int, at_least(1)), default=16, help="examples per label")
     parser.add_argument("--task", nargs="+", default=ALL_TASKS)
-    parser.add_argument("--seed", type=int, nargs="+", default=DEFAULT_SEEDS)
-    parser.add_argument("--data_dir", default="data/original")
-    parser.add_argument("--output_dir", default="data")
+    parser.add_argument("--seed", type=typed(int, between(0, 2**32 - 1, integer=True)), nargs="+",
+                        default=DEFAULT_SEEDS, help="numpy seeds, in order (CoLA depends on the order)")
+    parser.add_argument("--data_dir", default="data/original", help="LM-BFF's original datasets (one folder per task)")
+    parser.add_argument("--output_dir", default="data", help="the splits go to OUTPUT_DIR/MODE/TASK/K-SEED/")
     parser.add_argument("--mode", default="k-shot", choices=["k-shot", "k-shot-10x"])
     args = parser.parse_args(argv)
 
     unknown = [t for t in args.task if t not in ALL_TASKS]
     if unknown:
-        print(f"error: unknown task(s) {', '.join(unknown)}; choose from {' '.join(ALL_TASKS)}",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"--task: unknown task(s) {', '.join(unknown)}; choose from {' '.join(ALL_TASKS)}")
 
     if "CoLA" in args.task and args.seed[:len(DEFAULT_SEEDS)] != DEFAULT_SEEDS:
         print("note: CoLA splits depend on the seed order; only --seed 100 13 21 42 87 "
@@ -146,7 +151,12 @@ def main(argv=None):
                   + "; skipped", file=sys.stderr)
             failed = True
             continue
-        generate_task(task, args.seed, args.k, args.data_dir, out_dir, dev_rate)
+        try:
+            generate_task(task, args.seed, args.k, args.data_dir, out_dir, dev_rate)
+        except (UserError, ValueError, IndexError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            print(f"error: {task}: {error}; skipped", file=sys.stderr)
+            failed = True
+            continue
         print(f"{task}: wrote {len(args.seed)} seed(s) to {os.path.join(out_dir, task)}")
     return 1 if failed else 0
 

@@ -6,7 +6,6 @@ for zero-shot runs. Each cell is mean±std (×100) over seeds, chosen as gather_
 
 Usage: python tools/make_table.py --log_file log --task SST-2 CoLA [--tag exp] [--latex]
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.checks import ArgumentParser  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.results import read_results  # noqa: E402
 from src.tasks import get_task, hard_of  # noqa: E402
@@ -118,7 +118,7 @@ def render_latex(table):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--task", nargs="+", required=True)
     parser.add_argument("--tag", help="only records with this tag")

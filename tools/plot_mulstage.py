@@ -8,7 +8,6 @@ rates, seeds) and template kind, the one with the best final-stage dev score is 
 
 Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
 """
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.checks import ArgumentParser  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.results import read_results  # noqa: E402
 from src.tasks import get_task, hard_of  # noqa: E402
@@ -83,7 +83,7 @@ def plot_runs(runs, task, output, title):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--task", required=True)
     parser.add_argument("--tag", help="only records with this tag")

@@ -13,13 +13,13 @@ Everything comes from `src/tasks.py` (SPEC §8), so the scripts never spell out 
 followed by the task's extra arguments (e.g. MNLI: --max_seq_length 512 --num_sample 4).
 Unknown task or bad --hard: `error: ...` on stderr, exit 2.
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.errors import UserError  # noqa: E402
+from src.checks import ArgumentParser  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 
 
@@ -30,20 +30,16 @@ def task_arguments(name, hard="Y", prompt=False):
             "--mapping", task.mapping, *task.extra_args]
 
 
+@cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", required=True, help="task name (SST-2, CoLA, MNLI, ...), any case")
     parser.add_argument("--hard", default="Y", help="Y: manual template; N: soft-only template")
     parser.add_argument("--prompt", action="store_true", help="insert the soft prompt (*prompt*) into the template")
     args = parser.parse_args(argv)
-    try:
-        lines = task_arguments(args.task, args.hard, args.prompt)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    lines = task_arguments(args.task, args.hard, args.prompt)
     if any("\n" in line for line in lines):  # one argument per line is the contract with the scripts
-        print("error: an argument contains a newline", file=sys.stderr)
-        return 2
+        raise UserError("an argument contains a newline")
     print("\n".join(lines))
     return 0
 
