@@ -156,15 +156,18 @@ class Experiment:
         together, only the first is logged. An I/O error is one line; the metrics are printed already.
         """
         from src.results import append_result
+        commit = None
         try:
             commit = write_delta() if self.trains else None
             skip = self.is_this_run if self.args.skip_done else None
-            if not append_result(self.args.log_file, record, skip_if=skip):
+            logged = append_result(self.args.log_file, record, skip_if=skip)
+            if not logged:
                 print(f"skip: {self.args.log_file} already holds this run (logged while it ran)", file=sys.stderr)
-            elif commit:
-                commit()
+            if commit:
+                commit(keep=logged)
         except OSError as error:
-            raise UserError(f"cannot save the results of this run (printed above): {error}") from error
+            kept = f"; the trained delta is left in {self.args.output_dir} under a .tmp name" if commit else ""
+            raise UserError(f"cannot save the results of this run (printed above): {error}{kept}") from error
 
     def summary(self, record, test_set):
         """One line: the main metric on dev and test beside the majority class's share of test."""

@@ -6,6 +6,7 @@ instead of failing, and the next writer starts its record on a fresh line.
 """
 import json
 import os
+import re
 import sys
 import tempfile
 from typing import Callable, Optional
@@ -102,7 +103,9 @@ def _stage(value):
             and all(_scores(v) for k, v in value.items() if k not in ("training_params", "best_step", "eval_history")))
 
 
-# What each field of a record must hold when present; every "*_eval_*" metric is a number.
+# A metric's key: "{task}_{split}_eval_{metric}", e.g. sst-2_test_eval_acc, mnli-mm_test_eval_acc.
+METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
+# What each field of a record must hold when present; every metric is a number.
 RECORD_FIELDS = {
     "task_name": ("a string", lambda v: isinstance(v, str)),
     "tag": ("a string", lambda v: isinstance(v, str)),
@@ -130,7 +133,7 @@ def record_problem(record: object) -> Optional[str]:
         if key in record and not test(record[key]):
             return f"{key} is not {text}"
     for key, value in record.items():
-        if "_eval_" in key and not _number(value):
+        if METRIC_KEY.fullmatch(key) and not _number(value):
             return f"metric {key} is not a number"
     return None
 

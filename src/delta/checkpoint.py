@@ -15,8 +15,9 @@ WEIGHTS = "delta.safetensors"
 CONFIG = "delta_config.json"
 
 
-def save_delta(model, methods, output_dir, arguments) -> Callable[[], None]:
-    """Write the delta under temporary names; returns the function that moves it into place."""
+def save_delta(model, methods, output_dir, arguments) -> Callable[[bool], None]:
+    """Write the delta under temporary names; returns `commit(keep)`, which moves it into place
+    (or, with keep=False, removes it)."""
     rules = rules_for(methods)
     state = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()
              if any(rule(name) for rule in rules)}
@@ -27,9 +28,12 @@ def save_delta(model, methods, output_dir, arguments) -> Callable[[], None]:
     (output_dir / (CONFIG + suffix)).write_text(json.dumps({**arguments, "delta_methods": list(methods)},
                                                            indent=1, default=str))
 
-    def commit():
+    def commit(keep=True):
         for name in (WEIGHTS, CONFIG):
-            os.replace(output_dir / (name + suffix), output_dir / name)
+            if keep:
+                os.replace(output_dir / (name + suffix), output_dir / name)
+            else:
+                os.remove(output_dir / (name + suffix))
     return commit
 
 
