@@ -91,6 +91,8 @@ def generate_task(task, seeds, k, data_dir, out_dir, dev_rate):
         # CoLA's train.tsv has no header; every other GLUE file has one.
         header, examples = ([], lines) if task == "CoLA" else (lines[:1], lines[1:])
         labels = [glue_label(task, line) for line in examples]
+    if not examples:
+        raise UserError(f"{os.path.join(src, train_name)}: no examples")
 
     # The reference shuffles the loaded list in place (np.random.seed + shuffle);
     # RandomState(seed).permutation(n) yields exactly that order (same Fisher-Yates draws).
@@ -154,7 +156,7 @@ def main(argv=None):
         try:
             generate_task(task, args.seed, args.k, args.data_dir, out_dir, dev_rate)
         except (UserError, ValueError, IndexError, UnicodeDecodeError, pd.errors.ParserError) as error:
-            print(f"error: {task}: {error}; skipped", file=sys.stderr)
+            print(f"error: {task}: {str(error).strip().splitlines()[0]}; skipped", file=sys.stderr)
             failed = True
             continue
         print(f"{task}: wrote {len(args.seed)} seed(s) to {os.path.join(out_dir, task)}")
