@@ -183,6 +183,11 @@ for i in "${PENDING[@]}"; do
         status=$?
         FAILED+=("${JOBS[i]} (exit $status)")
         echo "FAILED (exit $status): ${JOBS[i]}" >&2
+        # A run whose setup fails before run.py starts (e.g. no data) would fail alike in every job.
+        if ! bash -c "PRINT_ARGS=1 ${JOBS[i]} $SUFFIX" >/dev/null 2>&1; then
+            echo "error: stopping the sweep: this run's setup is wrong (see above); fix it and rerun to resume" >&2
+            break
+        fi
     fi
 done
 

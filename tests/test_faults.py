@@ -108,3 +108,12 @@ def test_an_unwritable_cache_folder_builds_the_features_uncached(roberta_tokeniz
         dataset = FewShotDataset(make_args("SST-2", data_root / "k-shot/SST-2/16-42"), roberta_tokenizer, "dev",
                                  cache_dir=tmp_path / "a-file/cache")
     assert len(dataset) == 32
+
+
+def test_a_sweep_without_data_stops_at_the_first_missing_data_error(tmp_path):
+    from tests.test_scripts import run_script
+    result = run_script("run_one_task.sh", dict(TASK="SST-2", SEEDS=13, LRS="1e-3", DATA_ROOT=tmp_path / "none",
+                                                LOG_FILE=tmp_path / "log", RESULT_DIR=tmp_path / "result"))
+    assert result.returncode == 1
+    assert result.stderr.count("data directory not found") == 1 and "stopping the sweep" in result.stderr
+    assert "1 of 16 runs failed" in result.stderr
