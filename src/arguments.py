@@ -129,7 +129,8 @@ class DataArguments:
     demo_filter_model: Optional[str] = arg(None, "demo_filter: name of the embeddings files "
                                            "({split}_{model}.npy).", "data")
     demo_filter_rate: float = arg(0.5, "demo_filter: share of the most similar examples kept.", "data",
-                                  Allowed("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1, ("0", "1.5", "nan")))
+                                  Allowed("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1,
+                                          ("0", "1.5", "nan")))
     overwrite_cache: bool = arg(False, "Rebuild the cached features.", "data")
     skip_train_eval: bool = arg(False, "Leave the train split out of the final evaluation (large train sets).",
                                 "data")

@@ -91,9 +91,12 @@ def parse_args(argv=None):
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every timed forward")
     parser.add_argument("--max_seq_length", type=typed(int, at_least(8)), default=None,
                         help="default: the task's own setting (SPEC §8), else 128 (run.py's default)")
-    parser.add_argument("--train_batch_size", type=typed(int, at_least(1)), default=4, help="the reference's 16-shot batch size")
-    parser.add_argument("--eval_batch_size", type=typed(int, at_least(1)), default=8, help="used by (a), (b) and (c) alike")
-    parser.add_argument("--train_steps", type=typed(int, at_least(1)), default=8, help="timed steps per method (after 1 warm-up)")
+    parser.add_argument("--train_batch_size", type=typed(int, at_least(1)), default=4,
+                        help="the reference's 16-shot batch size")
+    parser.add_argument("--eval_batch_size", type=typed(int, at_least(1)), default=8,
+                        help="used by (a), (b) and (c) alike")
+    parser.add_argument("--train_steps", type=typed(int, at_least(1)), default=8,
+                        help="timed steps per method (after 1 warm-up)")
     parser.add_argument("--reference_train_steps", type=typed(int, at_least(1)), default=2,
                         help="timed steps per method in reference mode (all its padded batches cost the same)")
     parser.add_argument("--slow_eval_stride", type=typed(int, at_least(1)), default=8,

@@ -125,7 +125,14 @@ def main(argv=None):
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff")
     parser.add_argument("--latex", action="store_true", help="LaTeX tabular instead of Markdown")
     args = parser.parse_args(argv)
-    table = build_table(read_results(args.log_file), args.task, args.tag, args.protocol)
+    records = read_results(args.log_file)
+    table = build_table(records, args.task, args.tag, args.protocol)
+    logged = {r.get("task_name") for r in records if args.tag is None or r.get("tag") == args.tag}
+    absent = [task.name for task in map(get_task, args.task) if task.key not in logged]
+    if absent:
+        with_tag = f" with tag {args.tag!r}" if args.tag else ""
+        print(f"note: {args.log_file} holds no run of {', '.join(absent)}{with_tag}: their cells are empty, and so "
+              "are the Average cells (an average needs every task)", file=sys.stderr)
     if all(cell is None for block in table["blocks"] for _, row in block["rows"] for cell in row):
         print(f"no record in {args.log_file} fills a cell of the table", file=sys.stderr)
         return 1

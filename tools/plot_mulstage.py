@@ -70,7 +70,7 @@ def plot_runs(runs, task, output, title):
                      f"lr {record.get('learning_rate')}, final dev {task.main_metric} {final * 100:.1f}",
                      fontsize=10)
         ax.set_xlabel("step")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # the corner that covers the fewest points
     for ax in axes[:, 0]:
         ax.set_ylabel(f"dev {task.main_metric}")
     for ax in list(axes.flat)[len(runs):]:
