@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import ProgressCallback
 
 from src.delta import set_trainable
 from src.errors import UserError
@@ -24,6 +25,19 @@ def longest_first(dataset):
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
+class TrainingBar(ProgressCallback):
+    """One progress bar for training, with the latest dev score and loss on it; no bar per evaluation."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = {k.replace("eval_", "dev_"): round(v, 4) for k, v in logs.items()
+                 if k.startswith("eval_") or k == "loss"}
+        if self.training_bar is not None and shown:
+            self.training_bar.set_postfix(shown)
+
+
 class DeltaTrainer(Trainer):
     """Evaluates on dev every `eval_steps` and snapshots the trainable tensors at the best score.
 
@@ -32,6 +46,9 @@ class DeltaTrainer(Trainer):
 
     def __init__(self, *args, task, **kwargs):
         super().__init__(*args, **kwargs)
+        if not self.args.disable_tqdm:
+            self.remove_callback(ProgressCallback)
+            self.add_callback(TrainingBar)
         self.task = task
         self.best_value = self.best_step = self.best_state = None
         self.eval_history = []
