@@ -147,6 +147,10 @@ class DataArguments:
 class DeltaTrainingArguments(TrainingArguments):
     output_dir: str = arg("result/tmp", "Where the trained delta is saved.", "training", NON_EMPTY)
     notrain: bool = arg(False, "Evaluate the untrained model (zero-shot).", "training")
+    do_eval: bool = arg(False, "Accepted as in the reference's commands: dev is always evaluated (every "
+                        "--eval_steps, it picks the best state).", "training")
+    do_predict: bool = arg(False, "Accepted as in the reference's commands: train, dev and test are always "
+                           "scored at the end (the record and the tables need them).", "training")
     tag: str = arg("", "Free label stored in the results log.", "log")
     log_file: str = arg("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY)
     skip_done: bool = arg(False, "Exit at once if the log already holds a record of this run (resume).", "log")
