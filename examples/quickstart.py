@@ -7,11 +7,16 @@ starts fresh); BitFit biases and Houlsby adapters are trained for 100 steps on 3
 scored on dev (32) and test (872). About a minute on 2 CPU cores; the last line compares the test
 accuracy with the majority class. Results go to result/quickstart/ (delta and log).
 """
+import os
 import sys
 from pathlib import Path
 
-from run import main
-from tools.create_tiny_model import minilm_dir
+# One thread unless told otherwise: on a machine busy with other work, torch's default (a thread per
+# core) made runs 2-3x slower, and this small model gains little from more threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from run import main  # noqa: E402
+from tools.create_tiny_model import minilm_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

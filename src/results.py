@@ -108,7 +108,7 @@ METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
 # What each field of a record must hold when present; every metric is a number.
 RECORD_FIELDS = {
     "task_name": ("a string", lambda v: isinstance(v, str)),
-    "tag": ("a string", lambda v: isinstance(v, str)),
+    "tag": ("a string or null", _optional(lambda v: isinstance(v, str))),
     "template": ("a string or null", _optional(lambda v: isinstance(v, str))),
     "mapping": ("a string or null", _optional(lambda v: isinstance(v, str))),
     "training_params": ("a string", lambda v: isinstance(v, str)),
