@@ -1,10 +1,9 @@
 """Faults around a run: an unwritable log or output, a full disk, an I/O error at the end, a NaN loss,
-two identical runs at once. Nothing computed is lost and nothing half-done is logged.
+two identical runs at once, a sweep without data. Nothing computed is lost and nothing half-done is logged.
 
 Tests run as root, which ignores permission bits: an unwritable folder is one under a file, or /proc.
 """
 import json
-import shutil
 import subprocess
 import sys
 
@@ -84,30 +83,6 @@ def test_two_identical_runs_started_together_leave_one_record(tiny_roberta, data
     records = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
     assert len(records) == 1
     assert (tmp_path / "out/delta.safetensors").is_file() and not list((tmp_path / "out").glob("*.tmp"))
-
-
-def test_features_are_cached_in_the_user_cache_folder_not_beside_the_data(roberta_tokenizer, data_root, tmp_path,
-                                                                          monkeypatch):
-    from tests.test_dataset import make_args
-    from src.dataset import FewShotDataset, default_cache_dir
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    data = tmp_path / "data"
-    shutil.copytree(data_root / "k-shot/SST-2/16-42", data)
-    args = make_args("SST-2", data)
-    FewShotDataset(args, roberta_tokenizer, "dev")
-    assert default_cache_dir() == tmp_path / "user-cache/delta-tuning/features"
-    assert len(list(default_cache_dir().glob("cached_dev_*.json"))) == 1
-    assert sorted(p.name for p in data.iterdir()) == ["dev.tsv", "test.tsv", "train.tsv"]
-
-
-def test_an_unwritable_cache_folder_builds_the_features_uncached(roberta_tokenizer, data_root, tmp_path):
-    from tests.test_dataset import make_args
-    from src.dataset import FewShotDataset
-    (tmp_path / "a-file").write_text("")
-    with pytest.warns(UserWarning, match="uncached"):
-        dataset = FewShotDataset(make_args("SST-2", data_root / "k-shot/SST-2/16-42"), roberta_tokenizer, "dev",
-                                 cache_dir=tmp_path / "a-file/cache")
-    assert len(dataset) == 32
 
 
 def test_a_sweep_without_data_stops_at_the_first_missing_data_error(tmp_path):
