@@ -165,7 +165,7 @@ class DeltaTrainingArguments(TrainingArguments):
             self.disable_tqdm = not sys.stderr.isatty()
         try:
             super().__post_init__()
-        except ValueError as error:  # the Trainer's own consistency checks
+        except (ValueError, TypeError) as error:  # the Trainer's own checks
             raise UserError(str(error).strip().splitlines()[0]) from error
 
 
@@ -191,14 +191,19 @@ def _type_problem(value, hint):
 
 
 def check_fields(obj: Any, extra: Optional[dict] = None) -> None:
-    """Raise a UserError naming the first field of `obj` whose value has a wrong type or is not allowed."""
+    """Raise a UserError naming the first field of `obj` whose value has a wrong type or is not allowed.
+
+    Checked: the project's fields (those with a help group) and those in `extra`; the Trainer checks its own."""
     hints = typing.get_type_hints(type(obj))
+    extra = extra or {}
     for f in dataclasses.fields(obj):
+        if not (f.metadata.get("group") or f.name in extra):
+            continue
         value = getattr(obj, f.name)
         wrong = _type_problem(value, hints[f.name])
         if wrong:
             raise UserError(f"--{f.name} must be {wrong}, got {value!r}")
-        allowed = f.metadata.get("allowed") or (extra or {}).get(f.name)
+        allowed = f.metadata.get("allowed") or extra.get(f.name)
         if allowed is not None and value is not None and not allowed.test(value):
             text = _task_names() if allowed is TASK else allowed.text
             raise UserError(f"--{f.name} must be {text}, got {value!r}")
