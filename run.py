@@ -33,7 +33,7 @@ def main(argv=None):
     from src.arguments import parse_args
     model_args, data_args, training_args = parse_args(argv)
     experiment = Experiment(model_args, data_args, training_args)
-    experiment.check_model_config()
+    experiment.check_model()
     check_writable(training_args.log_file, training_args.output_dir if experiment.trains else None)
     if training_args.skip_done and experiment.already_logged():
         print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
@@ -65,12 +65,21 @@ class Experiment:
         identity = self.record_identity()
         return any(matches(record, identity) for record in read_results(self.args.log_file))
 
-    def check_model_config(self):
-        """Checks against the model's config, read before anything heavy loads."""
-        from transformers import AutoConfig
+    def check_model(self):
+        """Checks against the model's config and tokenizer, read before anything heavy loads."""
+        from transformers import AutoConfig, AutoTokenizer
 
         from src.arguments import check_model_config
-        check_model_config(self.load_pretrained(AutoConfig, "model config"), self.model_args, self.data_args)
+        from src.templates import label_word_ids, parse_mapping
+        config = self.load_pretrained(AutoConfig, "model config")
+        check_model_config(config, self.model_args, self.data_args)
+        self.tokenizer = self.load_pretrained(AutoTokenizer, "tokenizer")
+        if len(self.tokenizer) > config.vocab_size:
+            raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
+                            f"model's {config.vocab_size} embeddings")
+        mapping, labels = self.data_args.mapping, self.task.labels
+        self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
+                            if self.model_args.few_shot_type != "finetune" else None)
 
     def is_this_run(self, record):
         from src.results import matches
@@ -84,13 +93,13 @@ class Experiment:
 
     def run(self):
         import torch
-        from transformers import AutoTokenizer, set_seed
+        from transformers import set_seed
 
         from src.dataset import Collator, FewShotDataset
         from src.delta import METHODS, count_parameters
         from src.delta.checkpoint import load_delta, save_delta
         from src.models import build_model
-        from src.templates import label_word_ids, parse_mapping, parse_template
+        from src.templates import parse_template
         from src.trainer import DeltaTrainer, score_splits, train_in_stages
 
         started = time.time()
@@ -98,9 +107,7 @@ class Experiment:
         prompt_mode = model_args.few_shot_type != "finetune"
         has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
         stages = self.stages
-        tokenizer = self.load_pretrained(AutoTokenizer, "tokenizer")
-        words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
-                 if prompt_mode else None)
+        tokenizer, words = self.tokenizer, self.label_words
 
         datasets = self.load_datasets(FewShotDataset, tokenizer)
 

@@ -147,3 +147,16 @@ def test_bad_tool_option(case, tmp_path, capsys, monkeypatch):
     (tmp_path / "log").write_text("")
     before = sorted(tmp_path.rglob("*"))
     assert_one_line_error(tool.main(argv), capsys, culprit, tmp_path, before)
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp_path, capsys):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_roberta, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))
+    code = run.main(to_argv({**base_arguments(tiny_roberta, data_root, tmp_path), "model_name_or_path": str(model)}))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: --model_name_or_path: its tokenizer has ")
+    assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()
