@@ -19,6 +19,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from src.checks import Allowed, above, at_least, between, is_number, one_of
 from src.errors import UserError
+from src.tasks import TASKS
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
 ARGUMENT_ALIASES = {
@@ -35,22 +36,13 @@ FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v), ("/nonexisten
 SEED = between(0, 2**32 - 1, integer=True)
 
 
-def _known_task(name):
-    from src.tasks import TASKS
-    return isinstance(name, str) and name.lower() in {*TASKS, "mnli-mm"}
-
-
-def _task_names():
-    from src.tasks import TASKS
-    return "one of " + ", ".join(t.name for t in TASKS.values())
-
-
 def _has_cuda():
     import torch
     return torch.cuda.is_available()
 
 
-TASK = Allowed("a known task", _known_task, ("SST-7",))
+TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)",
+               lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"}, ("SST-7",))
 NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)",
                     lambda v: not v or _has_cuda(), ("true",))
 
@@ -107,8 +99,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    task_name: str = arg(help="SST-2, sst-5, mr, cr, mpqa, subj, trec, CoLA, MNLI, SNLI, QNLI, RTE, MRPC, QQP, "
-                              "STS-B (any case).", group="data", allowed=TASK)
+    task_name: str = arg(help=f"The task: {TASK.text}.", group="data", allowed=TASK)
     data_dir: str = arg(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
     template: Optional[str] = arg(None, "LM-BFF template, e.g. *cls**sent_0*_It_was*mask*.*sep+*", "data")
     mapping: Optional[str] = arg(None, "Label words as a Python dict literal, e.g. "
@@ -205,8 +196,7 @@ def check_fields(obj: Any, extra: Optional[dict] = None) -> None:
             raise UserError(f"--{f.name} must be {wrong}, got {value!r}")
         allowed = f.metadata.get("allowed") or extra.get(f.name)
         if allowed is not None and value is not None and not allowed.test(value):
-            text = _task_names() if allowed is TASK else allowed.text
-            raise UserError(f"--{f.name} must be {text}, got {value!r}")
+            raise UserError(f"--{f.name} must be {allowed.text}, got {value!r}")
 
 
 def check_consistency(model_args: ModelArguments, data_args: DataArguments, args: DeltaTrainingArguments) -> list:
