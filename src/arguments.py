@@ -145,10 +145,13 @@ class DeltaTrainingArguments(TrainingArguments):
     tag: str = arg("", "Free label stored in the results log.", "log")
     log_file: str = arg("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY)
     skip_done: bool = arg(False, "Exit at once if the log already holds a record of this run (resume).", "log")
-    report_to: Optional[List[str]] = field(default_factory=lambda: ["none"])
-    save_strategy: str = field(default="no")
-    remove_unused_columns: bool = field(default=False)
-    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"])
+    report_to: Optional[List[str]] = field(default_factory=lambda: ["none"], metadata={
+        "help": "Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run."})
+    save_strategy: str = field(default="no", metadata={
+        "help": "Trainer checkpoints; none by default: the best dev state of the delta is kept in memory."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the features are ours."})
+    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"],
+                                             metadata={"help": "The batch key holding the labels."})
 
     def __post_init__(self):
         check_fields(self, TRAINER_FIELDS)
