@@ -12,9 +12,8 @@ import datetime
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-
-import numpy as np
 from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -183,8 +182,8 @@ class Experiment:
                 f" dev {metric} {record[f'{task.key}_dev_eval_{metric}']:.4f}"
                 f" test {metric} {record[f'{task.key}_test_eval_{metric}']:.4f}")
         if not task.regression:
-            counts = np.bincount(test_set.labels, minlength=len(task.labels))
-            line += f" (majority class {counts.max() / counts.sum():.4f})"
+            majority = max(Counter(test_set.labels.tolist()).values()) / len(test_set.labels)
+            line += f" (majority class {majority:.4f})"
         return line + f", {record['trainable_params']} trained parameters, {record['wall_time']:.0f} s"
 
     def load_datasets(self, dataset_class, tokenizer):
