@@ -95,11 +95,12 @@ def _scores(value):
 
 
 def _stage(value):
+    """One stage result: its groups, best step, dev history [[step, score], ...], and scores per split."""
     return (isinstance(value, dict) and isinstance(value.get("training_params"), str)
-            and _optional(_integer)(value.get("best_step"))
-            and isinstance(value.get("eval_history", []), list)
+            and _optional(_integer)(value.get("best_step")) and isinstance(value.get("eval_history"), list)
             and all(isinstance(p, list) and len(p) == 2 and _integer(p[0]) and _number(p[1])
-                    for p in value.get("eval_history", []))
+                    for p in value["eval_history"])
+            and _scores(value.get("dev"))
             and all(_scores(v) for k, v in value.items() if k not in ("training_params", "best_step", "eval_history")))
 
 
@@ -139,7 +140,7 @@ def record_problem(record: object) -> Optional[str]:
 
 
 def read_results(path, warn=_warn_stderr):
-    """All valid records in the log at `path`; each damaged or invalid line is skipped and reported through `warn`."""
+    """All valid records of the log at `path`; each damaged or invalid line is skipped and reported via `warn`."""
     path = os.fspath(path)
     try:
         f = open(path, encoding="utf-8", errors="replace")
