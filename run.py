@@ -12,18 +12,22 @@ import datetime
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from src.errors import UserError, cli  # noqa: E402
+from src.results import check_writable  # noqa: E402
 
 @cli
 def main(argv=None):
     from src.arguments import parse_args
     model_args, data_args, training_args = parse_args(argv)
     experiment = Experiment(model_args, data_args, training_args)
+    experiment.check_model()
+    check_writable(training_args.log_file, training_args.output_dir if experiment.trains else None)
     if training_args.skip_done and experiment.already_logged():
         print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
         return 0
@@ -35,21 +39,41 @@ class Experiment:
     """One run: data and model set up, optional training (in stages), final evaluation, log record."""
 
     def __init__(self, model_args, data_args, training_args):
+        from src.arguments import check_consistency
         from src.tasks import get_task
         self.model_args, self.data_args, self.args = model_args, data_args, training_args
         self.task = get_task(data_args.task_name)
         data_args.task_name = self.task.key
         self.trains = training_args.do_train and not training_args.notrain
-        if model_args.stage_init not in ("last", "best"):
-            raise UserError(f"--stage_init must be 'last' or 'best', got {model_args.stage_init!r}")
-        if model_args.few_shot_type not in ("prompt", "finetune", "prompt-demo"):
-            raise UserError(f"unknown --few_shot_type {model_args.few_shot_type!r} (prompt, finetune, prompt-demo)")
+        self.stages, self.template_parts = check_consistency(model_args, data_args, training_args)
 
     def already_logged(self):
         from src.results import is_logged, read_results
         if not Path(self.args.log_file).exists():
             return False
         return is_logged(read_results(self.args.log_file), self.arguments_record())
+
+    def check_model(self):
+        """Checks against the model's config and tokenizer, read before anything heavy loads."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        from src.arguments import check_model_config
+        from src.templates import label_word_ids, parse_mapping
+        config = self.load_pretrained(AutoConfig, "model config")
+        check_model_config(config, self.model_args, self.data_args)
+        self.tokenizer = self.load_pretrained(AutoTokenizer, "tokenizer")
+        if len(self.tokenizer) > config.vocab_size:
+            raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
+                            f"model's {config.vocab_size} embeddings")
+        mapping, labels = self.data_args.mapping, self.task.labels
+        self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
+                            if self.model_args.few_shot_type != "finetune" else None)
+
+    def same_run(self):
+        """A test `record -> is it a record of this run?` (run identity, src/results.py)."""
+        from src.results import run_identity
+        identity = run_identity(self.arguments_record())
+        return lambda record: run_identity(record) == identity
 
     def arguments_record(self):
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
@@ -59,27 +83,20 @@ class Experiment:
 
     def run(self):
         import torch
-        from transformers import AutoTokenizer, set_seed
+        from transformers import set_seed
 
         from src.dataset import Collator, FewShotDataset
-        from src.delta import METHODS, count_parameters, parse_stages
+        from src.delta import METHODS, count_parameters
         from src.delta.checkpoint import load_delta, save_delta, saved_methods
         from src.models import build_model
         from src.results import metric_key, run_facts
-        from src.templates import label_word_ids, parse_mapping, parse_template
         from src.trainer import DeltaTrainer, score_splits, train_in_stages
 
         started = time.time()
         data_args, model_args, args = self.data_args, self.model_args, self.args
-        prompt_mode = model_args.few_shot_type != "finetune"
-        if prompt_mode and not (data_args.template and data_args.mapping):
-            raise UserError("--template and --mapping are required unless --few_shot_type finetune")
-        template_parts = {part.kind for part in parse_template(data_args.template).parts} if prompt_mode else set()
-        stages = parse_stages(model_args.training_params, template_parts=template_parts)
+        stages, template_parts = self.stages, self.template_parts
         all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
-        tokenizer = self.load_tokenizer(AutoTokenizer)
-        words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
-                 if prompt_mode else None)
+        tokenizer, words = self.tokenizer, self.label_words
 
         datasets = self.load_datasets(FewShotDataset, tokenizer)
 
@@ -121,17 +138,48 @@ class Experiment:
         trainable = trainable if self.trains else 0
         arguments = self.arguments_record()
         record = {**arguments, **run_facts(arguments), **metrics,
-                  "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total, "stages": stage_results,
+                  "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
+                  "stages": stage_results,
                   "wall_time": round(time.time() - started, 2),
                   "time": datetime.datetime.now().isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-        if args.process_index == 0:  # one writer under torchrun
-            from src.results import append_result
-            if self.trains:
-                save_delta(model, all_methods, args.output_dir, self.arguments_record())
-            append_result(args.log_file, record)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        print(self.summary(record, datasets["test"]))
+        if args.process_index == 0:  # one writer under torchrun
+            self.save(record, lambda: save_delta(model, all_methods, args.output_dir, self.arguments_record()))
         return record
+
+    def save(self, record, write_delta):
+        """Write the delta under temporary names, append the record, then move the delta into place.
+
+        With --skip_done, the log is checked again under its lock: of two identical runs finishing
+        together, only the first is logged. An I/O error is one line; the metrics are printed already.
+        """
+        from src.results import append_result
+        commit = None
+        try:
+            commit = write_delta() if self.trains else None
+            skip = self.same_run() if self.args.skip_done else None
+            logged = append_result(self.args.log_file, record, skip_if=skip)
+            if not logged:
+                print(f"skip: {self.args.log_file} already holds this run (logged while it ran)", file=sys.stderr)
+            if commit:
+                commit(keep=logged)
+        except OSError as error:
+            kept = f"; the trained delta is left in {self.args.output_dir} under a .tmp name" if commit else ""
+            raise UserError(f"cannot save the results of this run (printed above): {error}{kept}") from error
+
+    def summary(self, record, test_set):
+        """One line: the main metric on dev and test beside the majority class's share of test."""
+        from src.results import metric_key
+        task, metric = self.task, self.task.main_metric
+        line = (f"result: {task.name} {' -> '.join(self.model_args.training_params) if self.trains else 'zero-shot'}"
+                f" dev {metric} {record[metric_key(task.key, 'dev', metric)]:.4f}"
+                f" test {metric} {record[metric_key(task.key, 'test', metric)]:.4f}")
+        if not task.regression:
+            majority = max(Counter(test_set.labels.tolist()).values()) / len(test_set.labels)
+            line += f" (majority class {majority:.4f})"
+        return line + f", {record['trainable_params']} trained parameters, {record['wall_time']:.0f} s"
 
     def load_datasets(self, dataset_class, tokenizer):
         """train, dev, test (+ test-mm for MNLI) features; with --dev_as_test, test is dev."""
@@ -146,11 +194,11 @@ class Experiment:
         datasets.setdefault("test", datasets["dev"])
         return datasets
 
-    def load_tokenizer(self, auto_tokenizer):
+    def load_pretrained(self, auto_class, what):
         try:
-            return auto_tokenizer.from_pretrained(self.model_args.model_name_or_path)
+            return auto_class.from_pretrained(self.model_args.model_name_or_path)
         except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
-            raise UserError(f"cannot load tokenizer {self.model_args.model_name_or_path!r}: "
+            raise UserError(f"--model_name_or_path: cannot load {what} {self.model_args.model_name_or_path!r}: "
                             f"{str(error).splitlines()[0]}") from error
 
 

@@ -11,7 +11,7 @@ set -euo pipefail
 export PROMPT=${PROMPT-prompt}
 if [[ -z ${TRAIN_PARAM:-} ]]; then
     HERE=$(dirname "${BASH_SOURCE[0]}")
-    TRAIN_PARAM=$("${PYTHON:-python}" "$HERE/tools/sweep_plan.py" --sweep mulstage | head -n 1 | cut -d '|' -f 2)
+    TRAIN_PARAM=$("${PYTHON:-python}" "$HERE/tools/sweep_plan.py" --sweep mulstage | sed -n 1p | cut -d '|' -f 2)
 fi
 export TRAIN_PARAM
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run_experiment.sh" "$@"

@@ -148,6 +148,14 @@ fi
 # ---- run ------------------------------------------------------------------------------------
 echo "$SWEEP sweep of $TASK_NAME: ${#JOBS[@]} runs, ${#PENDING[@]} not in $LOG yet" >&2
 trap 'echo "interrupted" >&2; exit 130' INT TERM  # Ctrl-C stops the sweep, not just one run
+startable() { bash -c "PRINT_ARGS=1 ${JOBS[$1]} $SUFFIX" >/dev/null 2>&1; }
+any_startable() {  # does any pending run after the first $1 get past its setup?
+    local k
+    for k in "${PENDING[@]:$1}"; do
+        startable "$k" && return 0
+    done
+    return 1
+}
 FAILED=()
 done_count=0
 for i in "${PENDING[@]}"; do
@@ -159,6 +167,11 @@ for i in "${PENDING[@]}"; do
         status=$?
         FAILED+=("${JOBS[i]} (exit $status)")
         echo "FAILED (exit $status): ${JOBS[i]}" >&2
+        # Its setup failed before run.py started (e.g. no data): stop if no remaining run can start either.
+        if ! startable "$i" && ! any_startable "$done_count"; then
+            echo "error: stopping the sweep: no remaining run can start (see above); fix that and rerun to resume" >&2
+            break
+        fi
     fi
 done
 

@@ -1,14 +1,26 @@
-"""Command-line arguments (LM-BFF / FS-PBA names), parsed with HfArgumentParser."""
+"""Command-line arguments (LM-BFF / FS-PBA names), parsed with HfArgumentParser and checked up front.
+
+Each project field declares its allowed values once, as `metadata["allowed"]` (an `Allowed`), and
+its help group as `metadata["group"]`; the Trainer fields this project relies on get theirs from
+`TRAINER_FIELDS`. `check_fields` tests every field's type and allowed values when a dataclass is
+built (command line or JSON file alike), so a bad value is one `error:` line before anything loads.
+"""
+import copy
 import dataclasses
 import json
+import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from src.checks import Allowed, above, at_least, between, is_number, one_of
 from src.errors import UserError
+from src.tasks import TASKS
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
 ARGUMENT_ALIASES = {
@@ -19,84 +31,298 @@ ARGUMENT_ALIASES = {
 }
 
 
+NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "", ("",))
+EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v), ("/nonexistent/path",))
+FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v), ("/nonexistent/folder",))
+SEED = between(0, 2**32 - 1, integer=True)
+
+
+def _has_cuda():
+    import torch
+    return torch.cuda.is_available()
+
+
+TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)",
+               lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"}, ("SST-7",))
+NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)",
+                    lambda v: not v or _has_cuda(), ("true",))
+
+
+def arg(default=dataclasses.MISSING, help="", group=None, allowed=None, **kwargs):
+    """A dataclass field with its help text, help group and allowed values."""
+    metadata = {"help": help, "group": group}
+    if allowed is not None:
+        metadata["allowed"] = allowed
+    if "default_factory" in kwargs:
+        return field(metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata)
+
+
+# Trainer fields this project's runs use: help group "training" and their allowed values.
+TRAINER_FIELDS = {
+    "do_train": None, "do_eval": None, "do_predict": None, "overwrite_output_dir": None,
+    "learning_rate": above(0), "max_steps": at_least(-1), "num_train_epochs": at_least(0, integer=False),
+    "per_device_train_batch_size": at_least(1), "per_device_eval_batch_size": at_least(1),
+    "gradient_accumulation_steps": at_least(1), "eval_strategy": one_of("no", "steps", "epoch"),
+    "eval_steps": above(0), "seed": SEED, "data_seed": SEED, "weight_decay": at_least(0, integer=False),
+    "adam_beta1": between(0, 1, high_open=True), "adam_beta2": between(0, 1, high_open=True),
+    "adam_epsilon": above(0), "max_grad_norm": at_least(0, integer=False), "warmup_ratio": between(0, 1),
+    "warmup_steps": at_least(0), "logging_steps": above(0), "dataloader_num_workers": at_least(0),
+    "bf16": NEEDS_GPU, "fp16": NEEDS_GPU, "disable_tqdm": None,
+}
+GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
+          "log": "results log and sweeps"}
+
+
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(metadata={"help": "Hub name (roberta-large) or local directory."})
-    few_shot_type: str = field(default="prompt", metadata={"help": "prompt | finetune | prompt-demo"})
-    training_params: List[str] = field(
-        default_factory=lambda: ["all"],
-        metadata={"help": "Delta groups to train, comma-joined (prompt,bias,adapter); several values "
-                          "are trained one after another as stages."})
-    use_adapter: bool = field(
-        default=False, metadata={"help": "Add the Houlsby adapters even when no stage trains them (they are added "
-                                          "anyway when --training_params lists adapter)."})
-    adapter_reduction_factor: int = field(default=16, metadata={"help": "adapter: hidden size / bottleneck size."})
-    lora_r: int = field(default=8, metadata={"help": "lora: rank of the low-rank update."})
-    lora_alpha: int = field(default=8, metadata={"help": "lora: scaling numerator (update scaled by alpha / r)."})
-    prompt_num: int = field(default=10, metadata={"help": "Number of soft-prompt vectors."})
-    stage_init: str = field(
-        default="last", metadata={"help": "Multi-stage: start each stage from the previous stage's 'last' "
-                                           "parameters (reference) or its 'best' dev checkpoint."})
-    delta_path: Optional[str] = field(
-        default=None, metadata={"help": "Load delta weights saved by an earlier run before training/evaluation."})
-    reference_mode: bool = field(
-        default=False, metadata={"help": "Compute like the reference: pad to max_seq_length and score the whole "
-                                          "vocabulary at every position (slower, same results)."})
+    model_name_or_path: str = arg(help="Hub name (roberta-large) or local model folder.", group="model",
+                                  allowed=NON_EMPTY)
+    few_shot_type: str = arg("prompt", "prompt: through the template; finetune: a new classification head; "
+                             "prompt-demo: with demonstrations.", "model", one_of("prompt", "finetune", "prompt-demo"))
+    training_params: List[str] = arg(
+        help="Delta groups to train, comma-joined (prompt,bias,adapter); several values are trained one after "
+             "another as stages.", group="delta",
+        allowed=Allowed("a non-empty list", lambda v: len(v) > 0, ()), default_factory=lambda: ["all"])
+    use_adapter: bool = arg(False, "Add the Houlsby adapters even when no stage trains them (they are added anyway "
+                            "when --training_params lists adapter).", "delta")
+    adapter_reduction_factor: int = arg(16, "adapter: bottleneck = hidden size / this.", "delta", at_least(1))
+    lora_r: int = arg(8, "lora: rank of the low-rank update.", "delta", at_least(1))
+    lora_alpha: int = arg(8, "lora: scaling numerator (the update is scaled by alpha / r).", "delta", at_least(1))
+    prompt_num: int = arg(10, "Number of soft-prompt vectors (*prompt* in the template).", "delta", at_least(1))
+    stage_init: str = arg("last", "Multi-stage: start each stage from the previous stage's 'last' parameters "
+                          "(reference) or its 'best' dev state.", "delta", one_of("last", "best"))
+    delta_path: Optional[str] = arg(None, "Load delta weights saved by an earlier run before training or "
+                                    "evaluation.", "delta", EXISTING)
+    reference_mode: bool = arg(False, "Compute like the reference: pad to max_seq_length and score the whole "
+                               "vocabulary at every position (slower, same results).", "model")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass
 class DataArguments:
-    task_name: str = field(metadata={"help": "SST-2, sst-5, mr, cr, mpqa, subj, trec, CoLA, MNLI, SNLI, QNLI, "
-                                             "RTE, MRPC, QQP, STS-B"})
-    data_dir: str = field(metadata={"help": "Folder with the task's train/dev/test files."})
-    template: Optional[str] = field(default=None)
-    mapping: Optional[str] = field(default=None, metadata={"help": "Label words as a Python dict literal."})
-    max_seq_length: int = field(default=128)
-    first_sent_limit: Optional[int] = field(default=None)
-    other_sent_limit: Optional[int] = field(default=None)
-    truncate_head: bool = field(default=False)
-    num_k: int = field(default=16, metadata={"help": "Examples per class (recorded for bookkeeping)."})
-    num_sample: int = field(default=16, metadata={"help": "prompt-demo: demonstration sets per test example."})
-    num_demo: int = field(default=1)
-    double_demo: bool = field(default=False)
-    demo_filter: bool = field(default=False)
-    demo_filter_model: Optional[str] = field(default=None)
-    demo_filter_rate: float = field(default=0.5)
-    overwrite_cache: bool = field(default=False)
-    skip_train_eval: bool = field(
-        default=False, metadata={"help": "Leave the train split out of the final evaluation (large train sets)."})
-    dev_as_test: bool = field(
-        default=False, metadata={"help": "Full data: the dev set is also the test set (GLUE test labels are "
-                                          "hidden), as in the reference's full-data runs."})
-    feature_cache_dir: Optional[str] = field(
-        default=None, metadata={"help": "Where tokenised features are cached (default: beside the data)."})
+    task_name: str = arg(help=f"The task: {TASK.text}.", group="data", allowed=TASK)
+    data_dir: str = arg(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
+    template: Optional[str] = arg(None, "LM-BFF template, e.g. *cls**sent_0*_It_was*mask*.*sep+*", "data")
+    mapping: Optional[str] = arg(None, "Label words as a Python dict literal, e.g. "
+                                 "\"{'0':'terrible','1':'great'}\".", "data")
+    max_seq_length: int = arg(128, "Tokens per example (doubled with --double_demo); at most the model's "
+                              "positions.", "data", at_least(8))
+    first_sent_limit: Optional[int] = arg(None, "Truncate the first sentence to this many tokens.", "data",
+                                          at_least(1))
+    other_sent_limit: Optional[int] = arg(None, "Truncate the other sentences to this many tokens.", "data",
+                                          at_least(1))
+    truncate_head: bool = arg(False, "Truncate from the head instead of the tail.", "data")
+    num_k: int = arg(16, "Examples per class (recorded for bookkeeping).", "data", at_least(1))
+    num_sample: int = arg(16, "prompt-demo: demonstration sets per test example.", "data", at_least(1))
+    num_demo: int = arg(1, "prompt-demo: demonstrations per class.", "data", at_least(1))
+    double_demo: bool = arg(False, "prompt-demo: twice max_seq_length.", "data")
+    demo_filter: bool = arg(False, "prompt-demo: draw demonstrations from the most similar train examples.",
+                            "data")
+    demo_filter_model: Optional[str] = arg(None, "demo_filter: name of the embeddings files "
+                                           "({split}_{model}.npy).", "data")
+    demo_filter_rate: float = arg(0.5, "demo_filter: share of the most similar examples kept.", "data",
+                                  Allowed("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1,
+                                          ("0", "1.5", "nan")))
+    overwrite_cache: bool = arg(False, "Rebuild the cached features.", "data")
+    skip_train_eval: bool = arg(False, "Leave the train split out of the final evaluation (large train sets).",
+                                "data")
+    dev_as_test: bool = arg(False, "Full data: the dev set is also the test set (GLUE test labels are hidden), "
+                            "as in the reference's full-data runs.", "data")
+    feature_cache_dir: Optional[str] = arg(None, "Where tokenised features are cached (default: the user "
+                                           "cache folder, see README).", "data")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass
 class DeltaTrainingArguments(TrainingArguments):
-    output_dir: str = field(default="result/tmp")
-    tag: str = field(default="", metadata={"help": "Free label stored in the results log."})
-    log_file: str = field(default="log", metadata={"help": "Results log (JSON lines), appended under a lock."})
-    notrain: bool = field(default=False, metadata={"help": "Evaluate the untrained model (zero-shot)."})
-    skip_done: bool = field(
-        default=False, metadata={"help": "Exit at once if the log already holds a record of this run (resume)."})
-    report_to: Optional[List[str]] = field(default_factory=lambda: ["none"])
-    save_strategy: str = field(default="no")
-    remove_unused_columns: bool = field(default=False)
-    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"])
+    output_dir: str = arg("result/tmp", "Where the trained delta is saved.", "training", NON_EMPTY)
+    notrain: bool = arg(False, "Evaluate the untrained model (zero-shot).", "training")
+    do_eval: bool = arg(False, "Accepted as in the reference's commands: dev is always evaluated (every "
+                        "--eval_steps, it picks the best state).", "training")
+    do_predict: bool = arg(False, "Accepted as in the reference's commands: train, dev and test are always "
+                           "scored at the end (the record and the tables need them).", "training")
+    tag: str = arg("", "Free label stored in the results log.", "log")
+    log_file: str = arg("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY)
+    skip_done: bool = arg(False, "Exit at once if the log already holds a record of this run (resume).", "log")
+    report_to: Optional[List[str]] = field(default_factory=lambda: ["none"], metadata={
+        "help": "Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run."})
+    save_strategy: str = field(default="no", metadata={
+        "help": "Trainer checkpoints; none by default: the best dev state of the delta is kept in memory."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the features are ours."})
+    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"],
+                                             metadata={"help": "The batch key holding the labels."})
+
+    def __post_init__(self):
+        check_fields(self, TRAINER_FIELDS)
+        if self.disable_tqdm is None:  # progress bars only on a terminal, not in a log file
+            self.disable_tqdm = not sys.stderr.isatty()
+        try:
+            super().__post_init__()
+        except (ValueError, TypeError) as error:  # the Trainer's own checks
+            raise UserError(str(error).strip().splitlines()[0]) from error
+
+
+def _type_problem(value, hint):
+    """What is wrong with the type of `value` for the annotation `hint`, or None (unchecked types pass)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        rest = [o for o in options if o is not type(None)]
+        return _type_problem(value, rest[0]) if len(rest) == 1 else None
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if typing.get_origin(hint) is list:
+        return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "a list of strings"
+    return None
+
+
+def check_fields(obj: Any, extra: Optional[dict] = None) -> None:
+    """Raise a UserError naming the first field of `obj` whose value has a wrong type or is not allowed.
+
+    Checked: the project's fields (those with a help group) and those in `extra`; the Trainer checks its own."""
+    hints = typing.get_type_hints(type(obj))
+    extra = extra or {}
+    for f in dataclasses.fields(obj):
+        if not (f.metadata.get("group") or f.name in extra):
+            continue
+        value = getattr(obj, f.name)
+        wrong = _type_problem(value, hints[f.name])
+        if wrong:
+            raise UserError(f"--{f.name} must be {wrong}, got {value!r}")
+        allowed = f.metadata.get("allowed") or extra.get(f.name)
+        if allowed is not None and value is not None and not allowed.test(value):
+            raise UserError(f"--{f.name} must be {allowed.text}, got {value!r}")
+
+
+def check_consistency(model_args: ModelArguments, data_args: DataArguments, args: DeltaTrainingArguments) -> tuple:
+    """Checks across arguments (template, mapping, stages, step count); returns the parsed stages and
+    the kinds of parts of the template."""
+    from src.delta import parse_stages
+    from src.tasks import get_task
+    from src.templates import parse_mapping, parse_template
+    prompt_mode = model_args.few_shot_type != "finetune"
+    if prompt_mode and not (data_args.template and data_args.mapping):
+        raise UserError("--template and --mapping are required unless --few_shot_type finetune")
+    try:
+        template_parts = {part.kind for part in parse_template(data_args.template).parts} if prompt_mode else set()
+    except UserError as error:
+        raise UserError(f"--template: {error}") from None
+    try:
+        if prompt_mode:
+            parse_mapping(data_args.mapping, get_task(data_args.task_name).labels)
+    except UserError as error:
+        raise UserError(f"--mapping: {error}") from None
+    stages = parse_stages(model_args.training_params, template_parts=template_parts)
+    if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
+                                                                        args.num_train_epochs <= 0)):
+        raise UserError(f"--max_steps {args.max_steps} with --num_train_epochs {args.num_train_epochs} trains 0 "
+                        "steps; give --max_steps > 0 (or leave out --do_train for a zero-shot evaluation)")
+    return stages, template_parts
+
+
+def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments) -> None:
+    """Checks against the model's config (read before the weights): positions and adapter size."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None:
+        # RoBERTa-style models count positions from pad_token_id + 1.
+        offset = (config.pad_token_id or 0) + 1 if "roberta" in config.model_type else 0
+        doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
+        length = data_args.max_seq_length * (2 if doubled else 1)
+        if length > positions - offset:
+            raise UserError(f"--max_seq_length must be at most {(positions - offset) // (2 if doubled else 1)} "
+                            f"for {model_args.model_name_or_path} ({positions - offset} positions"
+                            f"{', halved by --double_demo' if doubled else ''}), got {data_args.max_seq_length}")
+    from src.delta import split_combination
+    methods = {name for stage in model_args.training_params for name in split_combination(stage)}
+    if ((model_args.use_adapter or "adapter" in methods)
+            and config.hidden_size // model_args.adapter_reduction_factor < 1):
+        raise UserError(f"--adapter_reduction_factor must be at most {config.hidden_size} (the hidden size of "
+                        f"{model_args.model_name_or_path}), got {model_args.adapter_reduction_factor}")
+    if "lora" in methods and model_args.lora_r > config.hidden_size:
+        raise UserError(f"--lora_r must be at most {config.hidden_size} (the hidden size of "
+                        f"{model_args.model_name_or_path}), got {model_args.lora_r}")
+
+
+class _Parser(HfArgumentParser):
+    """HfArgumentParser with one-line errors, the project's arguments first in --help, grouped."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field):
+        field = copy.copy(field)
+        field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items()
+                                                 if k not in ("group", "allowed")})
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+    def error(self, message):
+        raise UserError(message)
+
+    def group_help(self):
+        """Move each action into its help group: the project's groups first, the other Trainer options last."""
+        group_of = {f.name: f.metadata.get("group") or ("training" if f.name in TRAINER_FIELDS else None)
+                    for dtype in self.dataclass_types for f in dataclasses.fields(dtype)}
+        groups = {key: self.add_argument_group(title) for key, title in GROUPS.items()}
+        trainer = self.add_argument_group("other Trainer options (transformers.TrainingArguments)")
+        for old in list(self._action_groups):
+            if old in groups.values() or old is trainer:
+                continue
+            for action in list(old._group_actions):
+                if action.dest in group_of:
+                    old._group_actions.remove(action)
+                    groups.get(group_of[action.dest], trainer)._group_actions.append(action)
+        self._action_groups.sort(key=lambda g: 0 if g.title == "options" else 1)
+
+
+def make_parser() -> HfArgumentParser:
+    parser = _Parser((ModelArguments, DataArguments, DeltaTrainingArguments),
+                     usage="python run.py --task_name T --data_dir D --model_name_or_path M [options]\n"
+                           "       python run.py ARGUMENTS.json",
+                     description="Prompt-based delta tuning of a masked LM (see README.md).")
+    parser.group_help()
+    return parser
 
 
 def parse_args(argv=None):
-    """Parse argv (or a single JSON file of arguments) into the three argument objects."""
+    """Parse argv (or a single JSON file of arguments) into the three argument objects, all checked."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, DeltaTrainingArguments))
+    parser = make_parser()
     if len(argv) == 1 and argv[0].endswith(".json"):
-        try:
-            return parser.parse_dict(json.load(open(argv[0])))
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"cannot read argument file {argv[0]}: {error}") from error
+        return parser.parse_dict(_read_json_arguments(argv[0], parser))
     argv = [_rename(a) for a in argv]
-    return parser.parse_args_into_dataclasses(args=argv)
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
+                                                          look_for_args_file=False)
+    if unknown:
+        raise UserError(f"unknown argument(s): {' '.join(unknown)} (see python run.py --help)")
+    return tuple(parsed)
+
+
+def _read_json_arguments(path, parser):
+    try:
+        with open(path, encoding="utf-8") as file:
+            values = json.load(file)
+    except (OSError, ValueError, RecursionError) as error:
+        raise UserError(f"cannot read argument file {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise UserError(f"argument file {path} must hold a JSON object, got {type(values).__name__}")
+    known = {f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"argument file {path}: unknown argument(s) {', '.join(unknown)}")
+    missing = [name for name in ("model_name_or_path", "task_name", "data_dir") if name not in values]
+    if missing:
+        raise UserError(f"argument file {path}: missing required argument(s) {', '.join(missing)}")
+    return values
 
 
 def _rename(arg):

@@ -63,6 +63,12 @@ class FeatureSettings:
         return self.few_shot_type == "prompt-demo"
 
 
+def default_cache_dir() -> Path:
+    """The user's cache folder (e.g. ~/.cache/delta-tuning/features on Linux), never the data folder."""
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("delta-tuning")) / "features"
+
+
 class FewShotDataset(Dataset):
     """Items are dicts of lists/ints: input_ids, attention_mask, (token_type_ids), (mask_pos), labels."""
 
@@ -79,7 +85,7 @@ class FewShotDataset(Dataset):
         self.support = read_examples(self.task, self.data_dir, "train") if demo else None
         self.embeddings = self._load_embeddings() if demo and self.settings.demo_filter else ()
         overwrite = getattr(args, "overwrite_cache", False)
-        self.features = self._load_or_build(Path(cache_dir) if cache_dir else self.data_dir, overwrite)
+        self.features = self._load_or_build(Path(cache_dir) if cache_dir else default_cache_dir(), overwrite)
 
     def __len__(self):
         return len(self.features)

@@ -10,9 +10,12 @@ facts of the run (`RUN_FACTS`). What makes two runs the same is decided here onc
 """
 import json
 import os
+import re
 import sys
+import tempfile
+from typing import Callable, Optional
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from src.errors import UserError
 
@@ -26,11 +29,44 @@ def _plain(value):
     raise TypeError(f"cannot write {type(value).__name__} to the results log")
 
 
-def append_result(path, record):
-    """Append `record` as one line to the log at `path` (created if missing)."""
+def check_writable(log_file: str, output_dir: Optional[str] = None) -> None:
+    """Fail early (before any model loads) when the log, its lock or the output folder cannot be written."""
+    log_file = os.fspath(log_file)
+    if os.path.exists(log_file) and not (os.path.isfile(log_file) and os.access(log_file, os.W_OK)):
+        raise UserError(f"--log_file {log_file!r} must be a writable regular file (not a folder or a device)")
+    _check_folder("--log_file", os.path.dirname(os.path.abspath(log_file)))
+    try:
+        with FileLock(log_file + ".lock", timeout=60):
+            pass
+    except (OSError, Timeout) as error:
+        raise UserError(f"--log_file: cannot take the lock {log_file}.lock: {error}") from error
+    if output_dir:
+        _check_folder("--output_dir", output_dir)
+
+
+def _check_folder(name, folder):
+    """Create `folder` if needed and write a probe in it, so that a full disk fails now and not after training."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"x" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise UserError(f"{name}: cannot write in {folder!r}: {error}") from error
+
+
+def append_result(path, record, skip_if: Optional[Callable[[dict], bool]] = None) -> bool:
+    """Append `record` as one line to the log at `path` (created if missing); returns whether it did.
+
+    With `skip_if`, the log is read under the lock first and nothing is appended when a record
+    satisfies it (two identical runs finishing together leave one record).
+    """
     line = (json.dumps(record, default=_plain) + "\n").encode()
     path = os.fspath(path)
     with FileLock(path + ".lock"):
+        if skip_if and os.path.exists(path) and any(skip_if(r) for r in read_results(path)):
+            return False
         with open(path, "a+b") as f:
             if f.tell() > 0:  # in append mode the position starts at the end
                 f.seek(-1, os.SEEK_END)
@@ -39,14 +75,79 @@ def append_result(path, record):
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+    return True
 
 
 def _warn_stderr(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional(test):
+    return lambda value: value is None or test(value)
+
+
+def _scores(value):
+    return isinstance(value, dict) and all(isinstance(k, str) and _number(v) for k, v in value.items())
+
+
+def _stage(value):
+    """One stage result: its groups, best step, dev history [[step, score], ...], and scores per split."""
+    return (isinstance(value, dict) and isinstance(value.get("training_params"), str)
+            and _optional(_integer)(value.get("best_step")) and isinstance(value.get("eval_history"), list)
+            and all(isinstance(p, list) and len(p) == 2 and _integer(p[0]) and _number(p[1])
+                    for p in value["eval_history"])
+            and _scores(value.get("dev"))
+            and all(_scores(v) for k, v in value.items() if k not in ("training_params", "best_step", "eval_history")))
+
+
+# A metric's key, as `metric_key` writes it: e.g. sst-2_test_eval_acc, mnli-mm_test_eval_acc.
+METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
+# What each field of a record must hold when present; every metric is a number.
+RECORD_FIELDS = {
+    "task_name": ("a string", lambda v: isinstance(v, str)),
+    "tag": ("a string or null", _optional(lambda v: isinstance(v, str))),
+    "template": ("a string or null", _optional(lambda v: isinstance(v, str))),
+    "mapping": ("a string or null", _optional(lambda v: isinstance(v, str))),
+    "training_params": ("a string", lambda v: isinstance(v, str)),
+    "model_name_or_path": ("a string", lambda v: isinstance(v, str)),
+    "do_train": ("true or false", lambda v: isinstance(v, bool)),
+    "seed": ("an integer", _integer),
+    "learning_rate": ("a number", _number),
+    "per_device_train_batch_size": ("an integer", _integer),
+    "max_steps": ("an integer", _integer),
+    "trainable_params": ("an integer >= 0", lambda v: _integer(v) and v >= 0),
+    "total_params": ("an integer > 0", lambda v: _integer(v) and v > 0),
+    "trainable_percent": ("a number in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
+    "stages": ("a list of stage results", lambda v: isinstance(v, list) and all(_stage(s) for s in v)),
+    "combination": ("a string or null", _optional(lambda v: isinstance(v, str))),
+    "hard": ("Y, N or null", lambda v: v in ("Y", "N", None)),
+    "zero_shot": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def record_problem(record: object) -> Optional[str]:
+    """What makes `record` unfit for the readers (tables, plots, --skip_done), or None when it is fit."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key, (text, test) in RECORD_FIELDS.items():
+        if key in record and not test(record[key]):
+            return f"{key} is not {text}"
+    for key, value in record.items():
+        if METRIC_KEY.fullmatch(key) and not _number(value):
+            return f"metric {key} is not a number"
+    return None
+
+
 def read_results(path, warn=_warn_stderr):
-    """All records in the log at `path`; each damaged line is skipped and reported through `warn`."""
+    """All valid records of the log at `path`; each damaged or invalid line is skipped and reported via `warn`."""
     path = os.fspath(path)
     try:
         f = open(path, encoding="utf-8", errors="replace")
@@ -58,13 +159,13 @@ def read_results(path, warn=_warn_stderr):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if isinstance(record, dict):
+                problem = record_problem(record := json.loads(line))
+            except (ValueError, RecursionError):
+                problem = "not a JSON object"
+            if problem is None:
                 records.append(record)
             else:
-                warn(f"{path}:{number}: skipped a damaged line (not a JSON object)")
+                warn(f"{path}:{number}: skipped a damaged line ({problem})")
     return records
 
 

@@ -4,6 +4,8 @@ One entry per task; everything that scripts and tools need about a task is read 
 including where its data files keep the sentences and labels (`Layout`), how to read them
 (`read_examples`) and how to score predictions (`compute_metrics`).
 """
+import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,30 +181,55 @@ def data_file(task, data_dir, split):
 
 
 def read_examples(task, data_dir, split):
-    """The examples of one split, in file order. Labels are checked against `task.labels`."""
+    """The examples of one split, in file order. Labels are checked against `task.labels`.
+
+    Every problem with the file is a UserError `path:line: what is wrong`; a split without examples
+    (empty or header only) is an error."""
     task = get_task(task) if isinstance(task, str) else task
     path = data_file(task, data_dir, split)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    rows = _read_csv(path) if task.layout.csv else _read_tsv(path, task.layout.header)
-    return [_example(task, path, split, number, row) for number, row in rows]
+    text = _read_text(path)
+    rows = _read_csv(path, text) if task.layout.csv else _read_tsv(text, task.layout.header)
+    examples = [_example(task, path, split, number, row) for number, row in rows]
+    if not examples:
+        header = " or holds only its header" if task.layout.header else ""
+        raise UserError(f"{path}:1: no examples (the file is empty{header})")
+    return examples
 
 
-def _read_tsv(path, header):
+def _read_text(path):
+    """The file's text; bytes that are not UTF-8 are an error naming their line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#x})") from None
+
+
+def _read_tsv(text, header):
     """GLUE tsv: tab-separated, no quoting; yields (line number, fields)."""
-    with open(path, encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\n")
-            if line and not (header and number == 1):
-                yield number, line.split("\t")
+    for number, line in enumerate(io.StringIO(text, newline=None), start=1):  # universal newlines, as open()
+        line = line.rstrip("\n")
+        if line and not (header and number == 1):
+            yield number, line.split("\t")
 
 
-def _read_csv(path):
-    """LM-BFF csv (`label,text`, no header); yields (line number, fields)."""
-    import pandas as pd  # only the csv tasks need it
-    frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    for number, row in enumerate(frame.itertuples(index=False), start=1):
-        yield number, list(row)
+def _read_csv(path, text):
+    """LM-BFF csv (`label,text`, no header, quoted as pandas writes it); yields (line number, fields)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    columns = None
+    try:
+        for row in reader:
+            if not row:
+                continue
+            columns = columns or len(row)
+            if len(row) != columns:
+                raise UserError(f"{path}:{reader.line_num}: {len(row)} fields, the first row has {columns}")
+            yield reader.line_num, row
+    except csv.Error as error:
+        raise UserError(f"{path}:{reader.line_num}: malformed csv ({error})") from None
 
 
 def _example(task, path, split, number, fields):

@@ -3,8 +3,10 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 from transformers import Trainer
+from transformers.trainer_callback import ProgressCallback
 
 from src.delta import set_trainable
+from src.errors import UserError
 from src.models import regression_prediction
 from src.tasks import compute_metrics
 
@@ -24,6 +26,19 @@ def longest_first(dataset):
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
+class TrainingBar(ProgressCallback):
+    """One progress bar for training, with the latest dev score and loss on it; no bar per evaluation."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = {k.replace("eval_", "dev_"): round(v, 4) for k, v in logs.items()
+                 if k.startswith("eval_") or k == "loss"}
+        if self.training_bar is not None and shown:
+            self.training_bar.set_postfix(shown)
+
+
 class DeltaTrainer(Trainer):
     """Evaluates on dev every `eval_steps` and snapshots the trainable tensors at the best score.
 
@@ -32,17 +47,37 @@ class DeltaTrainer(Trainer):
 
     def __init__(self, *args, task, **kwargs):
         super().__init__(*args, **kwargs)
+        if not self.args.disable_tqdm:
+            self.remove_callback(ProgressCallback)
+            self.add_callback(TrainingBar)
         self.task = task
         self.best_value = self.best_step = self.best_state = None
         self.eval_history = []
         self._tracking = False
+        self._all_finite = None  # device flag: every training loss so far finite
 
     def train(self, *args, **kwargs):
         self._tracking = True
         try:
-            return super().train(*args, **kwargs)
+            output = super().train(*args, **kwargs)
         finally:
             self._tracking = False
+        self.check_finite_loss()
+        return output
+
+    def training_step(self, *args, **kwargs):
+        """The Trainer's step; a NaN or infinite loss is remembered on the device (no host sync per
+        step) and stops the run at the next evaluation or at the end of training."""
+        loss = super().training_step(*args, **kwargs)
+        finite = torch.isfinite(loss.detach()).all()
+        self._all_finite = finite if self._all_finite is None else self._all_finite & finite
+        return loss
+
+    def check_finite_loss(self):
+        """UserError when a training loss so far was NaN or infinite (nothing is logged or saved)."""
+        if self._all_finite is not None and not bool(self._all_finite):
+            raise UserError(f"the training loss became NaN or infinite before step {self.state.global_step + 1}; "
+                            "lower --learning_rate (nothing was logged or saved)")
 
     def score(self, dataset):
         """Task metrics of the current parameters on `dataset` (bare names: acc, f1, ...); the
@@ -55,6 +90,7 @@ class DeltaTrainer(Trainer):
         return compute_metrics(self.task, predictions, dataset.labels)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        self.check_finite_loss()
         metrics = self.score(eval_dataset if eval_dataset is not None else self.eval_dataset)
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         self.log(metrics)

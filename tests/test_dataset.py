@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.dataset import Collator, FewShotDataset
+from src.dataset import Collator, FewShotDataset, default_cache_dir
 from src.errors import UserError
 from src.tasks import get_task, read_examples
 from src.templates import encode, label_word_ids, parse_mapping
@@ -215,13 +215,16 @@ def test_overwrite_cache_rebuilds(roberta_tokenizer, data_root, tmp_path, monkey
     assert builds == [1]
 
 
-def test_cache_defaults_to_the_data_directory(roberta_tokenizer, tmp_path):
+def test_cache_defaults_to_the_user_cache_folder_not_the_data(roberta_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     data = write_sst2(tmp_path / "data", {"train": TRAIN})
     FewShotDataset(make_args("SST-2", data), roberta_tokenizer, "train")
-    assert len(cache_files(data)) == 1
+    assert default_cache_dir() == tmp_path / "user-cache/delta-tuning/features"
+    assert len(cache_files(default_cache_dir())) == 1 and cache_files(data) == []
 
 
 def test_unwritable_cache_directory_builds_uncached(roberta_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     data = write_sst2(tmp_path / "data", {"train": TRAIN})
     monkeypatch.setattr("src.dataset.os.access", lambda path, mode: False)
     with pytest.warns(UserWarning, match="cache"):

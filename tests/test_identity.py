@@ -9,8 +9,9 @@ from run import Experiment
 from src.arguments import NOT_IDENTITY, DataArguments, DeltaTrainingArguments, ModelArguments, parse_args
 from src.results import is_logged, run_facts, run_identity, setting_of, with_run_facts
 from src.summary import gather
+from tests.conftest import DATA_ROOT
 
-BASE_ARGV = ["--task_name", "SST-2", "--data_dir", "data/k-shot/SST-2/16-13", "--model_name_or_path", "m",
+BASE_ARGV = ["--task_name", "SST-2", "--data_dir", str(DATA_ROOT / "k-shot/SST-2/16-13"), "--model_name_or_path", "m",
              "--template", "*cls**sent_0*_It_was*mask*.*sep+*", "--mapping", "{'0':'terrible','1':'great'}",
              "--training_params", "bias", "--do_train", "--learning_rate", "1e-3", "--seed", "13",
              "--output_dir", "out/a", "--log_file", "log"]

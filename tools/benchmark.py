@@ -51,9 +51,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_with_warmup  # noqa: E402
 
+from src.checks import ArgumentParser, at_least, between, typed  # noqa: E402
 from src.dataset import Collator, FewShotDataset  # noqa: E402
 from src.arguments import argument_defaults  # noqa: E402
 from src.delta import METHODS as DELTA_METHODS, attach_methods, set_trainable, split_combination  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.templates import label_word_ids, parse_mapping  # noqa: E402
@@ -82,28 +84,31 @@ PRELOAD = ["torch", "transformers", "adapters", "transformers.models.roberta.mod
 # -- setup --------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_size", default="small", choices=sorted(MODEL_SIZES))
     parser.add_argument("--task", default="SST-2")
     parser.add_argument("--data_dir", required=True, help="k-shot folder with the train and test files")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every timed forward")
-    parser.add_argument("--max_seq_length", type=int, default=None,
+    parser.add_argument("--max_seq_length", type=typed(int, at_least(8)), default=None,
                         help="default: the task's own setting (SPEC §8), else 128 (run.py's default)")
-    parser.add_argument("--train_batch_size", type=int, default=4, help="the reference's 16-shot batch size")
-    parser.add_argument("--eval_batch_size", type=int, default=8, help="used by (a), (b) and (c) alike")
-    parser.add_argument("--train_steps", type=int, default=8, help="timed steps per method (after 1 warm-up)")
-    parser.add_argument("--reference_train_steps", type=int, default=2,
+    parser.add_argument("--train_batch_size", type=typed(int, at_least(1)), default=4,
+                        help="the reference's 16-shot batch size")
+    parser.add_argument("--eval_batch_size", type=typed(int, at_least(1)), default=8,
+                        help="used by (a), (b) and (c) alike")
+    parser.add_argument("--train_steps", type=typed(int, at_least(1)), default=8,
+                        help="timed steps per method (after 1 warm-up)")
+    parser.add_argument("--reference_train_steps", type=typed(int, at_least(1)), default=2,
                         help="timed steps per method in reference mode (all its padded batches cost the same)")
-    parser.add_argument("--slow_eval_stride", type=int, default=8,
+    parser.add_argument("--slow_eval_stride", type=typed(int, at_least(1)), default=8,
                         help="(b), (c) and the speed items are timed on every N-th length-grouped eval batch")
     parser.add_argument("--cache_dir", default=None, help="feature cache folder (default: a temporary one)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=typed(int, at_least(0)), default=1,
                         help="torch intra-op threads of the timed runs; 0 = torch's default (all cores). One "
                              "thread keeps figures and ratios stable on a shared machine: with two threads "
                              "and other load, every op waits for a descheduled OpenMP thread")
     parser.add_argument("--skip_memory", action="store_true", help="no memory measurements")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=typed(int, between(0, 2**32 - 1, integer=True)), default=42)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
@@ -506,6 +511,7 @@ def add_ratios(results):
         r["peak_memory_ratio_adapter_vs_all"] = r["peak_memory_mb_adapter"] / r["peak_memory_mb_all"]
 
 
+@cli
 def main(argv=None):
     args = parse_args(argv)
     temporary = None

@@ -5,7 +5,7 @@ Builds the model from a config on the meta device: no weights, no download. Prin
 paper's seven first, then those with other methods such as LoRA, then `all`), counted against
 the whole model including the modules the combination adds (prompt table, adapters, LoRA).
 """
-import argparse
+import sys
 from types import SimpleNamespace
 
 import torch
@@ -13,6 +13,8 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 
 from src.arguments import argument_defaults
 from src.delta import METHODS, attach_methods, count_parameters, paper_combinations, split_combination
+from src.checks import ArgumentParser, at_least, typed
+from src.errors import cli
 from src.models import PromptMLM
 from src.random_models import SIZES
 
@@ -41,16 +43,18 @@ def count(model_size: str, combination: str, prompt_num: int = 10):
     return SimpleNamespace(trainable=trainable, total=total, percent=100.0 * trainable / total)
 
 
+@cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model_size", default="roberta-large", choices=sorted(SIZES))
-    parser.add_argument("--prompt_num", type=int, default=10)
+    parser.add_argument("--prompt_num", type=typed(int, at_least(1)), default=10, help="soft-prompt vectors")
     args = parser.parse_args(argv)
     print("combination\ttrainable\tpercent")
     for combination in combinations():
         result = count(args.model_size, combination, args.prompt_num)
         print(f"{combination}\t{result.trainable}\t{result.percent:.4g}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,14 +2,14 @@
 
     python tools/create_tiny_model.py --model_type roberta|bert --output_dir DIR
 """
-import argparse
 import os
 
+from src.checks import ArgumentParser
 from src.random_models import create
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_type", required=True, choices=["roberta", "bert"])
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--seed", type=int, default=0)

@@ -4,10 +4,10 @@ How a seed's run is chosen (protocols lm-bff and reference): src/summary.py.
 
 Usage: python tools/gather_result.py --condition "{'task_name': 'sst-2', 'tag': 'exp'}" [--key acc]
 """
-import argparse
 import ast
 import sys
 
+from src.checks import ArgumentParser
 from src.errors import UserError, cli
 from src.results import read_results
 from src.summary import PROTOCOLS, gather
@@ -45,7 +45,7 @@ def format_report(result):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--condition", required=True, nargs="+",
                         help="Python dict literal, e.g. \"{'task_name': 'sst-2'}\"; several: one report each")

@@ -9,14 +9,14 @@ tasks) is copied as test. The output is byte-identical to the published splits.
 Usage: python tools/generate_k_shot_data.py [--k 16] [--task T ...] [--seed S ...]
        [--data_dir data/original] [--output_dir data] [--mode k-shot|k-shot-10x]
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 import pandas as pd
 
-from src.errors import UserError
+from src.checks import ArgumentParser, at_least, between, typed
+from src.errors import UserError, cli
 from src.tasks import TASKS, get_task
 
 # The reference's default seed order; CoLA's splits depend on it (see generate_task).
@@ -86,6 +86,8 @@ def generate_task(task, seeds, k, data_dir, out_dir, dev_rate):
             header, lines = lines[:1], lines[1:]
         examples = lines
         labels = [sampling_label(task, line) for line in examples]
+    if not examples:
+        raise UserError(f"{os.path.join(src, train_name)}: no examples")
 
     # The reference shuffles the loaded list in place (np.random.seed + shuffle);
     # RandomState(seed).permutation(n) yields exactly that order (same Fisher-Yates draws).
@@ -114,23 +116,25 @@ def generate_task(task, seeds, k, data_dir, out_dir, dev_rate):
             write_lines(os.path.join(setting_dir, f"{task.splits['dev']}.{ext}"), header + dev)
 
 
+@cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--k", type=int, default=16, help="examples per label")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=typed(int, at_least(1)), default=16, help="examples per label")
     parser.add_argument("--task", nargs="+", default=[task.name for task in TASKS.values()])
-    parser.add_argument("--seed", type=int, nargs="+", default=DEFAULT_SEEDS)
-    parser.add_argument("--data_dir", default="data/original")
-    parser.add_argument("--output_dir", default="data")
+    parser.add_argument("--seed", type=typed(int, between(0, 2**32 - 1, integer=True)), nargs="+",
+                        default=DEFAULT_SEEDS, help="numpy seeds, in order (CoLA depends on the order)")
+    parser.add_argument("--data_dir", default="data/original", help="LM-BFF's original datasets (one folder per task)")
+    parser.add_argument("--output_dir", default="data", help="the splits go to OUTPUT_DIR/MODE/TASK/K-SEED/")
     parser.add_argument("--mode", default="k-shot", choices=["k-shot", "k-shot-10x"])
     args = parser.parse_args(argv)
 
     try:
         tasks = [get_task(name) for name in args.task]
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UserError(f"--task: {error}") from None
 
-    if any(not task.layout.csv and not task.layout.header for task in tasks) and args.seed[:len(DEFAULT_SEEDS)] != DEFAULT_SEEDS:
+    order_matters = any(not task.layout.csv and not task.layout.header for task in tasks)  # CoLA
+    if order_matters and args.seed[:len(DEFAULT_SEEDS)] != DEFAULT_SEEDS:
         print("note: CoLA splits depend on the seed order; only --seed 100 13 21 42 87 "
               "reproduces the published CoLA files", file=sys.stderr)
     out_dir = os.path.join(args.output_dir, args.mode)
@@ -146,7 +150,12 @@ def main(argv=None):
                   + "; skipped", file=sys.stderr)
             failed = True
             continue
-        generate_task(task, args.seed, args.k, args.data_dir, out_dir, dev_rate)
+        try:
+            generate_task(task, args.seed, args.k, args.data_dir, out_dir, dev_rate)
+        except (UserError, ValueError, IndexError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            print(f"error: {task.name}: {str(error).strip().splitlines()[0]}; skipped", file=sys.stderr)
+            failed = True
+            continue
         print(f"{task.name}: wrote {len(args.seed)} seed(s) to {os.path.join(out_dir, task.name)}")
     return 1 if failed else 0
 

@@ -8,11 +8,11 @@ seeds, chosen as tools/gather_result.py does.
 
 Usage: python tools/make_table.py --log_file log --task SST-2 CoLA [--tag exp] [--latex]
 """
-import argparse
 import sys
 
 import numpy as np
 
+from src.checks import ArgumentParser
 from src.delta import METHODS, combination_rank, combination_title, paper_combinations
 from src.errors import cli
 from src.results import read_results, with_run_facts
@@ -127,14 +127,21 @@ def render_latex(table):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--task", nargs="+", required=True)
     parser.add_argument("--tag", help="only records with this tag")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff")
     parser.add_argument("--latex", action="store_true", help="LaTeX tabular instead of Markdown")
     args = parser.parse_args(argv)
-    table = build_table(read_results(args.log_file), args.task, args.tag, args.protocol)
+    records = read_results(args.log_file)
+    table = build_table(records, args.task, args.tag, args.protocol)
+    logged = {r.get("task_name") for r in records if args.tag is None or r.get("tag") == args.tag}
+    absent = [task.name for task in map(get_task, args.task) if task.key not in logged]
+    if absent:
+        with_tag = f" with tag {args.tag!r}" if args.tag else ""
+        print(f"note: {args.log_file} holds no run of {', '.join(absent)}{with_tag}: their cells are empty, and so "
+              "are the Average cells (an average needs every task)", file=sys.stderr)
     if all(cell is None for block in table["blocks"] for _, row in block["rows"] for cell in row):
         print(f"no record in {args.log_file} fills a cell of the table", file=sys.stderr)
         return 1

@@ -8,7 +8,6 @@ rates, seeds) and template kind, the one with the best final-stage dev score is 
 
 Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
 """
-import argparse
 import math
 import sys
 
@@ -17,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from src.checks import ArgumentParser  # noqa: E402
 from src.delta import METHODS, combination_label  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.results import read_results, with_run_facts  # noqa: E402
@@ -68,7 +68,7 @@ def plot_runs(runs, task, output, title):
                      f"lr {record.get('learning_rate')}, final dev {task.main_metric} {final * 100:.1f}",
                      fontsize=10)
         ax.set_xlabel("step")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # the corner that covers the fewest points
     for ax in axes[:, 0]:
         ax.set_ylabel(f"dev {task.main_metric}")
     for ax in list(axes.flat)[len(runs):]:
@@ -81,7 +81,7 @@ def plot_runs(runs, task, output, title):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--task", required=True)
     parser.add_argument("--tag", help="only records with this tag")

@@ -11,13 +11,13 @@ needs the template's *prompt* part, LEARNING_RATES the grid (SPEC §7, from the 
 Default columns: zero-shot and the paper's combinations (fewshot, fulldata); the six orders of
 the paper's methods (mulstage). Unknown method in --combos: `error: ...`, exit 2.
 """
-import argparse
 import itertools
 import sys
 
 from src.delta import (SWEEP_LR_GRIDS, METHODS, lr_grid, paper_combinations, split_combination,
                        template_parts_needed)
-from src.errors import UserError, cli
+from src.checks import ArgumentParser
+from src.errors import cli
 
 SWEEPS = ("fewshot", *SWEEP_LR_GRIDS)
 ZERO_SHOT = "none"
@@ -47,7 +47,7 @@ def plan(sweep: str, columns=None, lrs=None):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sweep", choices=SWEEPS, default="fewshot")
     parser.add_argument("--combos", help="space-separated columns (default: the sweep's)")
     parser.add_argument("--lrs", help="space-separated learning rates for every column (default: the grids)")

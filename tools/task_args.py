@@ -14,10 +14,10 @@ followed by the task's extra arguments (e.g. MNLI: --max_seq_length 512 --num_sa
 --fulldata, its full-data arguments (QNLI: --max_seq_length 512).
 Unknown task or bad --hard: `error: ...` on stderr, exit 2.
 """
-import argparse
 import sys
 
-from src.errors import UserError
+from src.checks import ArgumentParser
+from src.errors import cli
 from src.tasks import get_task
 
 
@@ -28,21 +28,17 @@ def task_arguments(name, hard="Y", prompt=False, fulldata=False):
             "--mapping", task.mapping, *task.extra_args, *(task.fulldata_args if fulldata else ())]
 
 
+@cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", required=True, help="task name (SST-2, CoLA, MNLI, ...), any case")
     parser.add_argument("--hard", default="Y", help="Y: manual template; N: soft-only template")
     parser.add_argument("--prompt", action="store_true", help="insert the soft prompt (*prompt*) into the template")
     parser.add_argument("--fulldata", action="store_true", help="add the task's full-data arguments")
     args = parser.parse_args(argv)
-    try:
-        lines = task_arguments(args.task, args.hard, args.prompt, args.fulldata)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    lines = task_arguments(args.task, args.hard, args.prompt, args.fulldata)
     if any("\n" in line for line in lines):  # one argument per line is the contract with the scripts
-        print("error: an argument contains a newline", file=sys.stderr)
-        return 2
+        raise UserError("an argument contains a newline")
     print("\n".join(lines))
     return 0
 

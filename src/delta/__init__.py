@@ -51,7 +51,7 @@ def split_combination(spec: str) -> List[str]:
         raise UserError(f"unknown delta method {unknown[0] if unknown else spec!r} in --training_params "
                         f"(known: {', '.join(METHODS)})")
     if len(names) > 1 and not all(METHODS[n].combinable for n in names):
-        raise UserError(f"{spec!r}: {', '.join(n for n in names if not METHODS[n].combinable)} "
+        raise UserError(f"--training_params {spec!r}: {', '.join(n for n in names if not METHODS[n].combinable)} "
                         "cannot be combined with other methods")
     return sorted(set(names), key=list(METHODS).index)
 

@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m examples.quickstart` from the repository root."""

@@ -1,0 +1,163 @@
+"""Bad input through the command line, in-process: exit status 2, one `error:` line naming the
+argument, no traceback, nothing written (no log, no output folder, no cache).
+
+The run.py cases are generated from the argument dataclasses: every field's rejected values (its
+`Allowed.rejected`) on the command line, and a wrong-typed value in a JSON argument file. A new
+field with allowed values is covered without editing this file.
+"""
+import dataclasses
+import json
+import typing
+
+import pytest
+
+import run
+from src.arguments import TRAINER_FIELDS, DataArguments, DeltaTrainingArguments, ModelArguments
+from tools import benchmark, count_params, gather_result, generate_k_shot_data, make_table, plot_mulstage, task_args
+
+WRONG_TYPE = {int: "12", float: "x", str: 5, bool: "yes"}
+
+
+def project_fields():
+    """(field, allowed, type) for every run.py argument this project declares (those with a help group)
+    or relies on (TRAINER_FIELDS)."""
+    for dtype in (ModelArguments, DataArguments, DeltaTrainingArguments):
+        for f in dataclasses.fields(dtype):
+            if f.metadata.get("group") or f.name in TRAINER_FIELDS:
+                yield f, f.metadata.get("allowed") or TRAINER_FIELDS.get(f.name), typing.get_type_hints(dtype)[f.name]
+
+
+def wrong_type(hint):
+    """A JSON value of the wrong type for `hint`, or None where the type is not a plain one."""
+    if typing.get_origin(hint) is typing.Union:
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return wrong_type(rest[0]) if len(rest) == 1 else None
+    if typing.get_origin(hint) is list:
+        return "prompt"
+    return WRONG_TYPE.get(hint)
+
+
+FIELD_CASES = {}
+for _field, _allowed, _hint in project_fields():
+    for _bad in (_allowed.rejected if _allowed else ()):
+        FIELD_CASES[f"--{_field.name} {_bad}"] = ({"cli": [f"--{_field.name}", _bad]}, f"--{_field.name}")
+    if wrong_type(_hint) is not None:
+        FIELD_CASES[f"json {_field.name}={wrong_type(_hint)!r}"] = ({"json": {_field.name: wrong_type(_hint)}},
+                                                                    f"--{_field.name}")
+
+CONSISTENCY_CASES = {
+    "unknown flag": ({"cli": ["--bogus_flag", "1"]}, "--bogus_flag"),
+    "bad int": ({"cli": ["--max_steps", "many"]}, "--max_steps"),
+    "bad bool": ({"cli": ["--use_adapter", "maybe"]}, "--use_adapter"),
+    "template without mask": ({"cli": ["--template", "*cls**sent_0*.*sep+*"]}, "--template"),
+    "no template": ({"cli": ["--template", ""]}, "--template"),
+    "mapping not a dict": ({"cli": ["--mapping", "['great']"]}, "--mapping"),
+    "mapping label missing": ({"cli": ["--mapping", "{'0':'terrible'}"]}, "--mapping"),
+    "unknown method": ({"cli": ["--training_params", "prompt,lorax"]}, "--training_params"),
+    "all combined": ({"cli": ["--training_params", "all,bias"]}, "--training_params"),
+    "prompt without *prompt*": ({"cli": ["--training_params", "prompt",
+                                         "--template", "*cls**sent_0*_It_was*mask*.*sep+*"]}, "--training_params"),
+    "zero steps": ({"cli": ["--max_steps", "0"]}, "--max_steps"),
+    "no steps, no epochs": ({"cli": ["--max_steps", "-1", "--num_train_epochs", "0"]}, "--max_steps"),
+    "beyond the positions": ({"cli": ["--max_seq_length", "100000"]}, "--max_seq_length"),
+    "adapter wider than the model": ({"cli": ["--training_params", "adapter", "--adapter_reduction_factor", "1000"]},
+                                     "--adapter_reduction_factor"),
+    "LoRA rank above the hidden size": ({"cli": ["--training_params", "lora", "--lora_r", "1000"]}, "--lora_r"),
+    "missing model": ({"cli": ["--model_name_or_path", "/nonexistent/model"]}, "--model_name_or_path"),
+    "json unknown key": ({"json": {"learning_rte": 1e-3}}, "learning_rte"),
+    "json not an object": ({"json_text": "[1, 2]"}, "JSON object"),
+    "json not json": ({"json_text": "{'task_name': 'SST-2'"}, "argument file"),
+    "json nested": ({"json_text": "[" * 100000 + "]" * 100000}, "argument file"),
+}
+
+
+def base_arguments(tiny_roberta, data_root, tmp_path):
+    return {"task_name": "SST-2", "data_dir": str(data_root / "k-shot/SST-2/16-42"),
+            "model_name_or_path": tiny_roberta, "template": "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
+            "mapping": "{'0':'terrible','1':'great'}", "training_params": ["prompt,bias"], "do_train": True,
+            "max_steps": 2, "output_dir": str(tmp_path / "out"), "log_file": str(tmp_path / "log"),
+            "feature_cache_dir": str(tmp_path / "cache")}
+
+
+def to_argv(arguments):
+    argv = []
+    for key, value in arguments.items():
+        argv += [f"--{key}"] + (value if isinstance(value, list) else [] if value is True else [str(value)])
+    return argv
+
+
+def assert_one_line_error(code, capsys, culprit, tmp_path, before):
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err[-2000:]
+    assert culprit in errors[0], errors[0]
+    assert sorted(tmp_path.rglob("*")) == before  # no log, lock, output or cache
+
+
+@pytest.mark.parametrize("case", {**FIELD_CASES, **CONSISTENCY_CASES})
+def test_bad_run_argument(case, tiny_roberta, data_root, tmp_path, capsys, monkeypatch):
+    spec, culprit = {**FIELD_CASES, **CONSISTENCY_CASES}[case]
+    monkeypatch.chdir(tmp_path)
+    arguments = base_arguments(tiny_roberta, data_root, tmp_path)
+    if "cli" in spec:
+        argv = to_argv(arguments) + spec["cli"]
+    else:
+        text = spec.get("json_text") or json.dumps({**arguments, **spec["json"]})
+        (tmp_path / "args.json").write_text(text)
+        argv = [str(tmp_path / "args.json")]
+    before = sorted(tmp_path.rglob("*"))
+    assert_one_line_error(run.main(argv), capsys, culprit, tmp_path, before)
+
+
+def test_every_checked_field_has_a_case_and_help():
+    for f, allowed, hint in project_fields():
+        assert f.metadata.get("help"), f.name
+        assert (allowed and allowed.rejected) or wrong_type(hint) is not None, f"no bad-input case for {f.name}"
+
+
+TOOL_CASES = {  # (tool, argv, culprit)
+    "k-shot --k 0": (generate_k_shot_data, ["--k", "0"], "--k"),
+    "k-shot --k -16": (generate_k_shot_data, ["--k", "-16"], "--k"),
+    "k-shot --seed -1": (generate_k_shot_data, ["--seed", "13", "-1"], "--seed"),
+    "k-shot --seed 2**32": (generate_k_shot_data, ["--seed", "4294967296"], "--seed"),
+    "k-shot --mode": (generate_k_shot_data, ["--mode", "k-shot-2x"], "--mode"),
+    "k-shot --task": (generate_k_shot_data, ["--task", "SST-7"], "--task"),
+    "k-shot unknown flag": (generate_k_shot_data, ["--kk", "16"], "--kk"),
+    "count_params --prompt_num 0": (count_params, ["--prompt_num", "0"], "--prompt_num"),
+    "count_params --model_size": (count_params, ["--model_size", "huge"], "--model_size"),
+    "gather --condition set": (gather_result, ["--condition", "{'sst-2'}"], "--condition"),
+    "gather --protocol": (gather_result, ["--condition", "{}", "--protocol", "best"], "--protocol"),
+    "make_table --protocol": (make_table, ["--task", "SST-2", "--protocol", "best"], "--protocol"),
+    "make_table no --task": (make_table, [], "--task"),
+    "plot no --output": (plot_mulstage, ["--task", "SST-2"], "--output"),
+    "task_args --hard": (task_args, ["--task", "SST-2", "--hard", "X"], "HARD"),
+    "task_args --task": (task_args, ["--task", "SST-7"], "SST-7"),
+    **{f"benchmark {option} {value}": (benchmark, ["--data_dir", "x", option, value], option)
+       for option, value in [("--max_seq_length", "7"), ("--train_batch_size", "0"), ("--eval_batch_size", "0"),
+                             ("--train_steps", "0"), ("--reference_train_steps", "0"), ("--slow_eval_stride", "0"),
+                             ("--threads", "-1"), ("--seed", "-1"), ("--device", "tpu"), ("--model_size", "huge")]},
+}
+
+
+@pytest.mark.parametrize("case", TOOL_CASES)
+def test_bad_tool_option(case, tmp_path, capsys, monkeypatch):
+    tool, argv, culprit = TOOL_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "log").write_text("")
+    before = sorted(tmp_path.rglob("*"))
+    assert_one_line_error(tool.main(argv), capsys, culprit, tmp_path, before)
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp_path, capsys):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_roberta, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))
+    code = run.main(to_argv({**base_arguments(tiny_roberta, data_root, tmp_path), "model_name_or_path": str(model)}))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: --model_name_or_path: its tokenizer has ")
+    assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()

@@ -1,0 +1,87 @@
+"""Readers never trust the log: wrong-typed records and pathological lines are skipped with a warning
+naming file and line, by every reader (read_results, run.py --skip_done, gather, make_table, plot,
+the sweeps' resume)."""
+import json
+
+import pytest
+
+import run
+from src.arguments import parse_args
+from src.results import append_result, read_results
+from tests.test_bad_input import base_arguments, to_argv
+from tests.test_gather import SST2
+from tests.test_plot_mulstage import mulstage_record
+from tests.test_scripts import run_script
+from tools import gather_result, make_table, plot_mulstage
+
+BAD_LINES = [
+    json.dumps({**SST2[0], "seed": "13"}),
+    json.dumps({**SST2[0], "sst-2_test_eval_acc": "0.9"}),
+    json.dumps({**SST2[0], "sst-2_dev_eval_acc": None}),
+    json.dumps({**SST2[0], "task_name": ["sst-2"]}),
+    json.dumps({**SST2[0], "learning_rate": True}),
+    json.dumps({**SST2[0], "trainable_percent": "1%"}),
+    json.dumps({**mulstage_record(["prompt", "bias"], 1e-3, 0.9), "stages": "prompt bias"}),
+    json.dumps({**mulstage_record(["prompt", "bias"], 1e-3, 0.9),
+                "stages": [{"training_params": "prompt", "eval_history": [["a", "b"]]}]}),
+    json.dumps({**mulstage_record(["prompt", "bias"], 1e-3, 0.9), "stages": [{"training_params": "prompt",
+                                                                              "dev": {"acc": "high"}}]}),
+    "[" * 100000 + "]" * 100000,
+    '{"a":' * 100000 + "1" + "}" * 100000,
+    "null", "42", '"text"', "[]",
+]
+
+
+@pytest.fixture
+def bad_log(tmp_path):
+    """A log of good records with every bad line in between; returns (path, line numbers of bad lines)."""
+    path = tmp_path / "log"
+    good = SST2 + [mulstage_record(["prompt", "bias"], 1e-3, 0.9)]
+    lines = [json.dumps(r) for r in good[:3]] + BAD_LINES + [json.dumps(r) for r in good[3:]]
+    path.write_text("\n".join(lines) + "\n")
+    return path, list(range(4, 4 + len(BAD_LINES)))
+
+
+def assert_warned(err, path, numbers):
+    assert "Traceback" not in err
+    for number in numbers:
+        assert f"{path}:{number}: skipped" in err, err[-2000:]
+
+
+def test_read_results_skips_every_bad_line(bad_log):
+    path, numbers = bad_log
+    warnings = []
+    records = read_results(path, warn=warnings.append)
+    assert len(records) == len(SST2) + 1
+    assert [int(w.split(":")[1]) for w in warnings] == numbers
+
+
+def test_gather_make_table_and_plot_skip_bad_lines(bad_log, tmp_path, capsys):
+    path, numbers = bad_log
+    assert gather_result.main(["--log_file", str(path), "--condition", "{'task_name': 'sst-2', 'tag': 'exp'}"]) == 0
+    out, err = capsys.readouterr()
+    assert "82.67" in out
+    assert_warned(err, path, numbers)
+    assert make_table.main(["--log_file", str(path), "--task", "SST-2"]) in (0, 1)
+    assert_warned(capsys.readouterr().err, path, numbers)
+    assert plot_mulstage.main(["--log_file", str(path), "--task", "SST-2", "--output", str(tmp_path / "p.png")]) == 0
+    assert_warned(capsys.readouterr().err, path, numbers)
+
+
+def test_skip_done_reads_past_bad_lines(bad_log, tiny_roberta, data_root, tmp_path, capsys):
+    path, numbers = bad_log
+    argv = to_argv(base_arguments(tiny_roberta, data_root, tmp_path)) + ["--skip_done"]
+    append_result(path, run.Experiment(*parse_args(argv)).arguments_record())
+    assert run.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "skip:" in err
+    assert_warned(err, path, numbers)
+
+
+def test_sweep_resume_reads_past_bad_lines(bad_log, tmp_path):
+    path, numbers = bad_log
+    result = run_script("run_one_task.sh", dict(TASK="SST-2", PRINT_JOBS="pending", LOG_FILE=path, SEEDS=13,
+                                                LRS="1e-3", RESULT_DIR=tmp_path / "result"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.splitlines()) == 2 * (1 + 7)  # every job is still to run
+    assert_warned(result.stderr, path, numbers)

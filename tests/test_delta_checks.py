@@ -1,0 +1,74 @@
+"""--delta_path files that do not fit are one clear error each: corrupt, partial, wrong names, shapes,
+dtypes, NaN values, missing tensors."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForMaskedLM
+
+import run
+from src.delta.checkpoint import CONFIG, WEIGHTS, load_delta, save_delta
+from src.errors import UserError
+from tests.test_bad_input import base_arguments, to_argv
+
+
+@pytest.fixture
+def saved(tiny_roberta, tmp_path):
+    """A tiny model and the folder of its saved BitFit delta."""
+    model = AutoModelForMaskedLM.from_pretrained(tiny_roberta)
+    save_delta(model, ["bias"], tmp_path / "delta", {"task_name": "sst-2"})()
+    return model, tmp_path / "delta"
+
+
+def rewrite(folder, change):
+    state = load_file(str(folder / WEIGHTS))
+    save_file(change(state), str(folder / WEIGHTS))
+
+
+def first(state):
+    return next(iter(state))
+
+
+DAMAGE = {
+    "corrupt file": (lambda d: (d / WEIGHTS).write_bytes(b"\x00garbage" * 10), "unreadable"),
+    "partial file": (lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:-100]), "unreadable"),
+    "empty file": (lambda d: (d / WEIGHTS).write_bytes(b""), "unreadable"),
+    "wrong shape": (lambda d: rewrite(d, lambda s: {**s, first(s): torch.zeros(3)}), "has shape"),
+    "NaN values": (lambda d: rewrite(d, lambda s: {**s, first(s): torch.full_like(s[first(s)], float("nan"))}),
+                   "NaN"),
+    "integer dtype": (lambda d: rewrite(d, lambda s: {**s, first(s): s[first(s)].long()}), "dtype"),
+    "unknown tensor": (lambda d: rewrite(d, lambda s: {**s, "extra.weight": torch.zeros(2)}), "extra.weight"),
+    "tensors missing": (lambda d: rewrite(d, lambda s: {first(s): s[first(s)]}), "incomplete"),
+    "config not JSON": (lambda d: (d / CONFIG).write_text("{"), CONFIG),
+}
+
+
+def test_a_saved_delta_loads_back(saved):
+    model, folder = saved
+    load_delta(model, folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG, WEIGHTS])
+    assert json.loads((folder / CONFIG).read_text())["delta_methods"] == ["bias"]
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_a_delta_that_does_not_fit_is_one_error(case, saved):
+    model, folder = saved
+    damage, message = DAMAGE[case]
+    damage(folder)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(UserError, match=message) as error:
+        load_delta(model, folder)
+    assert "\n" not in str(error.value)
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())  # nothing half-loaded
+
+
+def test_run_with_a_corrupt_delta_exits_2(saved, tiny_roberta, data_root, tmp_path, capsys):
+    _, folder = saved
+    (folder / WEIGHTS).write_bytes(b"not safetensors")
+    arguments = {**base_arguments(tiny_roberta, data_root, tmp_path), "delta_path": str(folder)}
+    del arguments["do_train"]
+    assert run.main(to_argv(arguments)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: delta weights")
+    assert not (tmp_path / "log").exists() or (tmp_path / "log").read_text() == ""

@@ -1,0 +1,94 @@
+"""Faults around a run: an unwritable log or output, a full disk, an I/O error at the end, a NaN loss,
+two identical runs at once, a sweep without data. Nothing computed is lost and nothing half-done is logged.
+
+Tests run as root, which ignores permission bits: an unwritable folder is one under a file, or /proc.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import run
+from tests.conftest import ROOT
+from tests.test_bad_input import base_arguments, to_argv
+
+
+def never_build(*args, **kwargs):
+    raise AssertionError("the model was loaded although the run could not be saved")
+
+
+def run_main(argv, capsys):
+    code = run.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, culprit):
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and culprit in errors[0], err[-2000:]
+
+
+UNWRITABLE = {  # where --log_file or --output_dir points -> culprit
+    "log folder under a file": ("log_file", "{tmp}/a-file/log", "--log_file"),
+    "log folder in /proc": ("log_file", "/proc/delta-tuning-test/log", "--log_file"),
+    "log path is a folder": ("log_file", "{tmp}", "--log_file"),
+    "log on a full disk (/dev/full)": ("log_file", "/dev/full", "--log_file"),
+    "output folder under a file": ("output_dir", "{tmp}/a-file/out", "--output_dir"),
+    "output folder in /proc": ("output_dir", "/proc/delta-tuning-test", "--output_dir"),
+}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_unwritable_log_or_output_fails_before_the_model_loads(case, tiny_roberta, data_root, tmp_path, capsys,
+                                                              monkeypatch):
+    key, where, culprit = UNWRITABLE[case]
+    monkeypatch.setattr("src.models.build_model", never_build)
+    (tmp_path / "a-file").write_text("not a folder")
+    arguments = {**base_arguments(tiny_roberta, data_root, tmp_path), key: where.format(tmp=tmp_path)}
+    code, out, err = run_main(to_argv(arguments), capsys)
+    assert_one_line_error(code, err, culprit)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_io_error_at_the_end_prints_the_metrics_and_logs_nothing(tiny_roberta, data_root, tmp_path, capsys,
+                                                                monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("src.results.append_result", disk_full)
+    code, out, err = run_main(to_argv(base_arguments(tiny_roberta, data_root, tmp_path)), capsys)
+    assert_one_line_error(code, err, "No space left on device")
+    assert "sst-2_test_eval_acc=" in out and "result: SST-2" in out  # nothing computed is lost
+    assert not (tmp_path / "log").exists() or (tmp_path / "log").read_text() == ""
+    assert not (tmp_path / "out/delta.safetensors").exists()  # the delta is moved into place only once logged
+    assert list((tmp_path / "out").glob("delta.safetensors.*.tmp"))
+
+
+def test_nan_loss_stops_the_run_and_logs_nothing(tiny_roberta, data_root, tmp_path, capsys):
+    arguments = {**base_arguments(tiny_roberta, data_root, tmp_path), "learning_rate": 1e30, "max_steps": 20,
+                 "eval_steps": 100, "eval_strategy": "steps"}
+    code, out, err = run_main(to_argv(arguments), capsys)
+    assert_one_line_error(code, err, "training loss became")
+    assert not (tmp_path / "log").exists() or (tmp_path / "log").read_text() == ""
+    assert not list((tmp_path / "out").glob("delta*"))
+
+
+def test_two_identical_runs_started_together_leave_one_record(tiny_roberta, data_root, tmp_path):
+    argv = to_argv(base_arguments(tiny_roberta, data_root, tmp_path)) + ["--skip_done"]
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "run.py"), *argv], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=300) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [err[-1500:] for _, err in outputs]
+    records = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
+    assert len(records) == 1
+    assert (tmp_path / "out/delta.safetensors").is_file() and not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_a_sweep_without_data_stops_at_the_first_missing_data_error(tmp_path):
+    from tests.test_scripts import run_script
+    result = run_script("run_one_task.sh", dict(TASK="SST-2", SEEDS=13, LRS="1e-3", DATA_ROOT=tmp_path / "none",
+                                                LOG_FILE=tmp_path / "log", RESULT_DIR=tmp_path / "result"))
+    assert result.returncode == 1
+    assert result.stderr.count("data directory not found") == 1 and "stopping the sweep" in result.stderr
+    assert "1 of 16 runs failed" in result.stderr
