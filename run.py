@@ -28,12 +28,19 @@ IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_
 @cli
 def main(argv=None):
     from src.arguments import parse_args
-    model_args, data_args, training_args = parse_args(argv)
-    experiment = Experiment(model_args, data_args, training_args)
-    if training_args.skip_done and experiment.already_logged():
-        print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
-        return 0
-    experiment.run()
+    from src.packed import expand_argv
+    experiments = []
+    for run_argv in expand_argv(sys.argv[1:] if argv is None else argv):
+        experiment = Experiment(*parse_args(run_argv))
+        if experiment.args.skip_done and experiment.already_logged():
+            print(f"skip: {experiment.args.log_file} already holds this run", file=sys.stderr)
+        else:
+            experiments.append(experiment)
+    if len(experiments) > 1:
+        from src.packed import run_packed
+        return run_packed(experiments)
+    for experiment in experiments:
+        experiment.run()
     return 0
 
 
@@ -69,54 +76,76 @@ class Experiment:
         return record
 
     def run(self):
+        started = time.time()
+        self.prepare()
+        stage_results, trainer = self.train()
+        return self.finish(trainer, stage_results, started)
+
+    def prepare(self):
+        """Tokenizer, features, model (seeded as the run's --seed), collator and stages."""
         import torch
         from transformers import AutoTokenizer, set_seed
 
         from src.dataset import Collator, FewShotDataset
-        from src.delta import METHODS, count_parameters, parse_stages
-        from src.delta.checkpoint import load_delta, save_delta
+        from src.delta import METHODS, parse_stages
+        from src.delta.checkpoint import load_delta
         from src.models import build_model
         from src.templates import label_word_ids, parse_mapping, parse_template
-        from src.trainer import DeltaTrainer, score_splits, train_in_stages
 
-        started = time.time()
         data_args, model_args, args = self.data_args, self.model_args, self.args
         prompt_mode = model_args.few_shot_type != "finetune"
         if prompt_mode and not (data_args.template and data_args.mapping):
             raise UserError("--template and --mapping are required unless --few_shot_type finetune")
         has_prompt = prompt_mode and any(part.kind == "prompt" for part in parse_template(data_args.template).parts)
-        stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter, has_prompt=has_prompt)
+        self.stages = parse_stages(model_args.training_params, use_adapter=model_args.use_adapter,
+                                   has_prompt=has_prompt)
+        self.all_methods = sorted({m for stage in self.stages for m in stage}, key=list(METHODS).index)
         tokenizer = self.load_tokenizer(AutoTokenizer)
         words = (label_word_ids(tokenizer, parse_mapping(data_args.mapping, self.task.labels), self.task.labels)
                  if prompt_mode else None)
 
-        datasets = self.load_datasets(FewShotDataset, tokenizer)
+        self.datasets = self.load_datasets(FewShotDataset, tokenizer)
 
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
         set_seed(args.seed)
-        model = build_model(model_args, self.task, words, has_prompt)
+        self.model = build_model(model_args, self.task, words, has_prompt)
         if model_args.delta_path:
-            load_delta(model, model_args.delta_path)
+            load_delta(self.model, model_args.delta_path)
         pad_to = None
         if model_args.reference_mode:  # the reference pads every batch to the maximum length
             doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
             pad_to = data_args.max_seq_length * (2 if doubled else 1)
-        collator = Collator(tokenizer.pad_token_id, pad_to=pad_to)
+        self.collator = Collator(tokenizer.pad_token_id, pad_to=pad_to)
 
-        def make_trainer(model):
-            return DeltaTrainer(model=model, args=args, train_dataset=datasets["train"],
-                                eval_dataset=datasets["dev"], data_collator=collator, task=self.task)
+    def make_trainer(self, model):
+        from src.trainer import DeltaTrainer
+        return DeltaTrainer(model=model, args=self.args, train_dataset=self.datasets["train"],
+                            eval_dataset=self.datasets["dev"], data_collator=self.collator, task=self.task)
 
-        all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
-        stage_results, stage_scores = [], {}
-        if self.trains:
-            eval_sets = {"dev": datasets["dev"], "test": datasets["test"]}
-            stage_results, trainer = train_in_stages(model, stages, make_trainer, eval_sets, model_args.stage_init)
-            # The model is still in the state its last stage was scored in: reuse those scores.
-            stage_scores = {split: stage_results[-1][split] for split in eval_sets}
-        else:
-            trainer = make_trainer(model)
+    def eval_sets(self):
+        """The splits each stage's best state is scored on."""
+        return {"dev": self.datasets["dev"], "test": self.datasets["test"]}
+
+    def train(self):
+        """(stage results, the last trainer); no training: ([], a trainer for the evaluation)."""
+        from src.trainer import train_in_stages
+        if not self.trains:
+            return [], self.make_trainer(self.model)
+        return train_in_stages(self.model, self.stages, self.make_trainer, self.eval_sets(),
+                               self.model_args.stage_init)
+
+    def finish(self, trainer, stage_results, started):
+        """Final scores (reusing the last stage's), the log record, the saved delta."""
+        import torch
+
+        from src.delta import count_parameters
+        from src.delta.checkpoint import save_delta
+        from src.trainer import score_splits
+
+        data_args, args, datasets, model = self.data_args, self.args, self.datasets, self.model
+        # The model is still in the state its last stage was scored in: reuse those scores.
+        stage_scores = {split: stage_results[-1][split] for split in self.eval_sets()} if stage_results else {}
         final_splits = [split for split in datasets if not (split == "train" and data_args.skip_train_eval)]
         scores = {**stage_scores, **score_splits(trainer, {split: datasets[split] for split in final_splits
                                                            if split not in stage_scores})}
@@ -124,7 +153,7 @@ class Experiment:
         for split in final_splits:
             prefix = "mnli-mm_test" if split == "test-mm" else f"{self.task.key}_{split}"
             metrics.update({f"{prefix}_eval_{name}": value for name, value in scores[split].items()})
-        trainable, total = count_parameters(model, all_methods)
+        trainable, total = count_parameters(model, self.all_methods)
         trainable = trainable if self.trains else 0
         record = {**self.arguments_record(), **metrics, "trainable_params": trainable, "total_params": total,
                   "trainable_percent": 100.0 * trainable / total, "stages": stage_results,
@@ -134,7 +163,7 @@ class Experiment:
         if args.process_index == 0:  # one writer under torchrun
             from src.results import append_result
             if self.trains:
-                save_delta(model, all_methods, args.output_dir, self.arguments_record())
+                save_delta(model, self.all_methods, args.output_dir, self.arguments_record())
             append_result(args.log_file, record)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return record

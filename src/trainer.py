@@ -1,4 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
+import contextlib
+
 import numpy as np
 import torch
 from transformers import Trainer
@@ -37,9 +39,15 @@ class DeltaTrainer(Trainer):
         self._tracking = False
 
     def train(self, *args, **kwargs):
+        with self.tracking():
+            return super().train(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def tracking(self):
+        """While inside, evaluations count for the best dev state (training, packed or not)."""
         self._tracking = True
         try:
-            return super().train(*args, **kwargs)
+            yield
         finally:
             self._tracking = False
 
@@ -101,12 +109,19 @@ def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last"):
         set_trainable(model, groups)
         trainer = make_trainer(model)
         trainer.train()
-        last = delta_state(model)
-        restore(model, trainer.best_state or last)
-        result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
-                  "eval_history": trainer.eval_history}
-        result.update(score_splits(trainer, eval_sets))
-        results.append(result)
-        if stage_init == "last" and index < len(stages) - 1:
-            restore(model, last)
+        results.append(end_stage(model, trainer, groups, eval_sets,
+                                 restart_from_last=stage_init == "last" and index < len(stages) - 1))
     return results, trainer
+
+
+def end_stage(model, trainer, groups, eval_sets, restart_from_last):
+    """After a stage's training: score its best dev state on `eval_sets`, then leave the model in
+    that state, or (restart_from_last) in the state the training ended in. Returns the stage result."""
+    last = delta_state(model)
+    restore(model, trainer.best_state or last)
+    result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
+              "eval_history": trainer.eval_history}
+    result.update(score_splits(trainer, eval_sets))
+    if restart_from_last:
+        restore(model, last)
+    return result
