@@ -116,7 +116,7 @@ class Experiment:
         if model_args.reference_mode:  # the reference pads every batch to the maximum length
             doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
             pad_to = data_args.max_seq_length * (2 if doubled else 1)
-        self.collator = Collator(tokenizer.pad_token_id, pad_to=pad_to)
+        self.collator = Collator(tokenizer.pad_token_id, pad_to=pad_to, pad_to_multiple_of=data_args.pad_to_multiple_of)
 
     def make_trainer(self, model):
         from src.trainer import DeltaTrainer

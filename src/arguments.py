@@ -64,6 +64,9 @@ class DataArguments:
                                           "hidden), as in the reference's full-data runs."})
     feature_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where tokenised features are cached (default: beside the data)."})
+    pad_to_multiple_of: Optional[int] = field(
+        default=None, metadata={"help": "Round each batch's length up to a multiple of this (e.g. 16): fewer "
+                                         "distinct shapes, so --torch_compile does not recompile per length."})
 
 
 @dataclass

@@ -39,8 +39,8 @@ from src.delta import rules_for, set_trainable
 from src.errors import UserError
 from src.trainer import end_stage
 
-PACKED_FLAGS = ("--learning_rate", "--seed")  # product order: learning rates outer, seeds inner
-RUN_FOLDER = "lr{learning_rate}-seed{seed}"  # under --output_dir when it has no placeholder
+# flag -> its part of a run's folder name; product order: learning rates outer, seeds inner
+PACKED_FLAGS = {"--learning_rate": "lr", "--seed": "seed"}
 
 
 def placeholder(flag):
@@ -71,9 +71,9 @@ def expand_argv(argv):
     for flag in PACKED_FLAGS:
         if flag not in values and any(placeholder(flag) in arg for arg in skeleton):
             raise UserError(f"{placeholder(flag)} is used but {flag} is not given")
-    if any(len(given) > 1 for given in values.values()):
-        skeleton = with_run_folders(skeleton)
     flags = [flag for flag in PACKED_FLAGS if flag in values]
+    if any(len(given) > 1 for given in values.values()):
+        skeleton = with_run_folders(skeleton, "-".join(PACKED_FLAGS[flag] + placeholder(flag) for flag in flags))
     runs = []
     for combination in itertools.product(*(values[flag] for flag in flags)):
         chosen = dict(zip(flags, combination))
@@ -91,8 +91,9 @@ def expand_argv(argv):
     return runs
 
 
-def with_run_folders(skeleton):
-    """Give each run its own --output_dir: `RUN_FOLDER` under the given one unless it has a placeholder."""
+def with_run_folders(skeleton, folder):
+    """Give each run its own --output_dir: `folder` (e.g. lr{learning_rate}-seed{seed}) under the
+    given one (or the default), unless that has a placeholder already."""
     from src.arguments import DeltaTrainingArguments
     output_dir = next(f.default for f in dataclasses.fields(DeltaTrainingArguments) if f.name == "output_dir")
     position = None
@@ -102,7 +103,7 @@ def with_run_folders(skeleton):
             position, output_dir = i, inline if sep else skeleton[i + 1]
     if any(placeholder(flag) in output_dir for flag in PACKED_FLAGS):
         return skeleton
-    argument = ["--output_dir", f"{output_dir.rstrip('/')}/{RUN_FOLDER}"]
+    argument = ["--output_dir", f"{output_dir.rstrip('/')}/{folder}"]
     if position is None:
         return skeleton + argument
     width = 1 if "=" in skeleton[position] else 2
