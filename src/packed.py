@@ -251,11 +251,6 @@ class PackedRun:
         self.checked = len(self.losses)
 
 
-def stack(runs, names):
-    """The runs' own tensors, each name stacked along a new leading (run) dimension."""
-    return {name: torch.stack([run.parameters[name] for run in runs]) for name in names}
-
-
 def epochs(loader):
     """Batches of `loader` epoch after epoch, as Trainer.train draws them (set_epoch per epoch)."""
     for epoch in itertools.count():
@@ -278,35 +273,49 @@ def pad_to_common_length(batches, pad_token_id):
     return stacked
 
 
-def train_together(runs, per_run):
-    """Train one stage of every run's model at once (as `trainer.train()` each would), stacking the
-    parameters named `per_run`. Returns (per-run step losses as 1-D tensors, per-run error or None)."""
-    first = runs[0].trainer
-    model, args, pad_token_id = first.model, first.args, first.data_collator.pad_token_id
-    flow = DefaultFlowCallback()
+def backward_together(model, parameters, batches, pad_token_id, bf16=False):
+    """Forward and backward of several runs at once through `model`.
 
+    parameters: per run, {name: its own tensor} for the same names (the per-run tensors); batches:
+    per run, its batch. Runs whose batches have the same size go through one vmapped
+    `functional_call` (their tensors stacked, `model`'s other tensors shared), padded to a common
+    length. Returns the runs' losses (detached); each run's tensors get their own gradients."""
     def loss(params, batch):
         return functional_call(model, params, args=(), kwargs=batch)["loss"]
 
     batched_loss = vmap(loss, randomness="different")
+    device = next(iter(parameters[0].values())).device
+    losses, total = [None] * len(batches), 0
+    by_size = itertools.groupby(sorted(range(len(batches)), key=lambda i: len(batches[i]["labels"])),
+                                key=lambda i: len(batches[i]["labels"]))
+    for _, group in by_size:
+        group = list(group)
+        stacked = {name: torch.stack([parameters[i][name] for i in group]) for name in parameters[0]}
+        batch = pad_to_common_length([batches[i] for i in group], pad_token_id)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            group_losses = batched_loss(stacked, batch)
+        total = total + group_losses.sum()
+        for i, value in zip(group, group_losses.detach()):
+            losses[i] = value
+    total.backward()
+    return losses
+
+
+def train_together(runs, per_run):
+    """Train one stage of every run's model at once (as `trainer.train()` each would), stacking the
+    parameters named `per_run`. Returns (per-run step losses as 1-D tensors, per-run error or None)."""
+    first = runs[0].trainer
+    model, pad_token_id = first.model, first.data_collator.pad_token_id
+    flow = DefaultFlowCallback()
     live = runs
     while live:
         model.train()
-        drawn = {id(run): next(run.batches) for run in live}
-        total = 0
-        by_size = itertools.groupby(sorted(live, key=lambda run: len(drawn[id(run)][1]["labels"])),
-                                    key=lambda run: len(drawn[id(run)][1]["labels"]))
-        for _, group in by_size:
-            group = list(group)
-            batch = pad_to_common_length([drawn[id(run)][1] for run in group], pad_token_id)
-            with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                losses = batched_loss(stack(group, per_run), batch)
-            total = total + losses.sum()
-            for run, value in zip(group, losses.detach()):
-                run.losses.append(value)
-        total.backward()
-        for run in live:
-            run.epoch = drawn[id(run)][0]
+        drawn = [next(run.batches) for run in live]
+        parameters = [{name: run.parameters[name] for name in per_run} for run in live]
+        losses = backward_together(model, parameters, [batch for _, batch in drawn], pad_token_id, first.args.bf16)
+        for run, (epoch, _), loss in zip(live, drawn, losses):
+            run.losses.append(loss)
+            run.epoch = epoch
             run.update(flow)
         live = [run for run in live if not run.done]
     return [torch.stack(run.losses) for run in runs], [run.error for run in runs]

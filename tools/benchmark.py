@@ -32,6 +32,7 @@ Output: `metric<TAB>value` lines: settings, memory, raw speed figures, the speed
 """
 import argparse
 import contextlib
+import copy
 import multiprocessing
 import os
 import re
@@ -53,8 +54,9 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_with_warmup  # noqa: E402
 
 from src.dataset import Collator, FewShotDataset  # noqa: E402
-from src.delta import adapter, set_trainable  # noqa: E402
+from src.delta import adapter, rules_for, set_trainable  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
+from src.packed import backward_together, share_frozen  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.templates import label_word_ids, parse_mapping  # noqa: E402
 from tools.count_params import SIZES  # noqa: E402
@@ -102,6 +104,10 @@ def parse_args(argv=None):
                              "thread keeps figures and ratios stable on a shared machine: with two threads "
                              "and other load, every op waits for a descheduled OpenMP thread")
     parser.add_argument("--skip_memory", action="store_true", help="no memory measurements")
+    parser.add_argument("--packed_runs", type=int, default=0,
+                        help="K > 0: also time K runs of prompt,bias,adapter (one grid's learning rates x seeds) "
+                             "packed (src/packed.py) vs one after another, dropout off")
+    parser.add_argument("--packed_only", action="store_true", help="only the --packed_runs comparison")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -174,10 +180,13 @@ def eval_groups(dataset, batch_size):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def build_model(setup, with_adapter=False, attn_implementation="sdpa"):
-    """PromptMLM over a randomly initialised RoBERTa (same seed: same weights), on the device."""
+def build_model(setup, with_adapter=False, attn_implementation="sdpa", config=None, delta_seed=None):
+    """PromptMLM over a randomly initialised RoBERTa (same seed: same weights), on the device; with
+    `delta_seed`, the adapters and prompt table are initialised from that seed instead."""
     torch.manual_seed(setup.args.seed)
-    mlm = AutoModelForMaskedLM.from_config(setup.config, attn_implementation=attn_implementation)
+    mlm = AutoModelForMaskedLM.from_config(config or setup.config, attn_implementation=attn_implementation)
+    if delta_seed is not None:
+        torch.manual_seed(delta_seed)
     if with_adapter:
         adapter.attach(mlm)
     model = PromptMLM(mlm, setup.label_words, prompt_num=PROMPT_NUM)
@@ -404,6 +413,76 @@ def measure_tokenisation(setup, results):
         results["features_load_s_cached"] = time.perf_counter() - start
 
 
+# -- packed runs (the sweep view) ---------------------------------------------------------------
+
+PACKED_METHODS = "prompt,bias,adapter"
+PACKED_GRID = [(lr, seed) for lr in (1e-3, 3e-4, 1e-4, 3e-5) for seed in (13, 21, 42, 87, 100)]  # SPEC §7
+
+
+def run_batches(setup, seed):
+    """One run's training batches: its own seeded order over the train split, epoch after epoch."""
+    rng, order = np.random.default_rng(seed), []
+    while len(order) < (setup.args.train_steps + 1) * setup.args.train_batch_size:
+        order.extend(rng.permutation(len(setup.train_set)))
+    size = setup.args.train_batch_size
+    collator = Collator(setup.tokenizer.pad_token_id)
+    return [{name: t.to(setup.device) for name, t in collator([setup.train_set[i] for i in order[j:j + size]]).items()}
+            for j in range(0, (setup.args.train_steps + 1) * size, size)]
+
+
+def runs_for_packing(setup):
+    """K models (same base, each run's delta seeded by its seed), optimizers with the run's learning rate."""
+    config = copy.deepcopy(setup.config)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    runs = []
+    for lr, seed in PACKED_GRID[:setup.args.packed_runs]:
+        model = build_model(setup, with_adapter=True, config=config, delta_seed=seed)
+        model.train()
+        set_trainable(model, PACKED_METHODS.split(","))
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(params)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = lr
+        scheduler = get_linear_schedule_with_warmup(optimizer, 0, setup.args.train_steps + 1)
+        runs.append(SimpleNamespace(model=model, params=params, optimizer=optimizer, scheduler=scheduler,
+                                    batches=run_batches(setup, seed)))
+    return runs
+
+
+def measure_packed(setup, results):
+    """K runs packed (one vmapped forward/backward over the shared base, then each run's clip, AdamW,
+    schedule) vs the same K runs one after another (the Trainer step), round-robin: one unit = one
+    step of every run. Then the largest difference of any delta value after the same steps."""
+    sequential, packed = runs_for_packing(setup), runs_for_packing(setup)
+    per_run = share_frozen([run.model for run in packed], rules_for(PACKED_METHODS.split(",")))
+    base = packed[0].model
+    pad_token_id = setup.tokenizer.pad_token_id
+
+    def one_by_one(i):
+        for run in sequential:
+            trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
+
+    def together(i):
+        parameters = [{name: dict(run.model.named_parameters())[name] for name in per_run} for run in packed]
+        backward_together(base, parameters, [run.batches[i] for run in packed], pad_token_id, setup.args.bf16)
+        for run in packed:
+            torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.model.zero_grad(set_to_none=True)
+
+    units = setup.args.train_steps + 1
+    seconds = round_robin(setup, {"sequential": (units, one_by_one), "packed": (units, together)})
+    k = len(packed)
+    results["packed_runs"] = k
+    results["packed_steps_per_run"] = units
+    for name, total in seconds.items():
+        results[f"packed_optimizer_steps_per_s_{name}"] = k * (units - 1) / total
+    results["packed_speedup_vs_sequential"] = seconds["sequential"] / seconds["packed"]
+    results["packed_max_abs_diff_vs_sequential"] = max(
+        (a - b).abs().max().item() for one, other in zip(sequential, packed) for a, b in zip(one.params, other.params))
+
+
 # -- memory (one process per configuration) -----------------------------------------------------
 
 MEMORY_CONFIGS = ([("train", "fast", m) for m in METHODS] + [("train", "reference", m) for m in METHODS]
@@ -517,11 +596,14 @@ def main(argv=None):
         phases = [measure_tokenisation, measure_eval, measure_training]
         if not args.skip_memory:
             phases.insert(0, measure_memory)
+        if args.packed_runs:
+            phases = [measure_packed] if args.packed_only else phases + [measure_packed]
         for phase in phases:
             phase_started = time.perf_counter()
             phase(setup, results)
             print(f"# {phase.__name__}: {time.perf_counter() - phase_started:.1f} s", file=sys.stderr)
-        add_ratios(results)
+        if not args.packed_only:
+            add_ratios(results)
         results["benchmark_wall_s"] = time.perf_counter() - started
         for name, value in results.items():
             print(f"{name}\t{value:.6g}" if isinstance(value, float) else f"{name}\t{value}")
