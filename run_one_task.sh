@@ -13,6 +13,9 @@
 #          "none" = zero-shot; stages of a multi-stage order are joined by '-': prompt-bias-adapter)
 #   PRINT_JOBS (1: print one self-contained command line per run instead of running;
 #               pending: only the runs that the results log does not hold yet)
+#   PACK (1 = off: one process per run; K > 1: up to K runs of one setting (learning rates x
+#         seeds) train together in one process over one copy of the frozen model, src/packed.py;
+#         a job line is then one such pack, and it is pending while any of its runs is)
 #   Passed on to every run when set: MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE
 #   RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON (see run_experiment.sh).
 #   SWEEP (fewshot | mulstage | fulldata): set by run_mulstage_task.sh and run_fulldata_one_task.sh.
@@ -26,6 +29,7 @@ PY=${PYTHON:-python}
 SWEEP=${SWEEP:-fewshot}
 LOG=${LOG_FILE:-log}
 PRINT_JOBS=${PRINT_JOBS:-0}
+PACK=${PACK:-1}
 
 die() {
     echo "error: $*" >&2
@@ -36,6 +40,7 @@ die() {
 TASK_NAME=$("$PY" "$HERE/tools/task_args.py" --task "$TASK" | sed -n 2p) || exit 2
 [[ $PRINT_JOBS == 0 || $PRINT_JOBS == 1 || $PRINT_JOBS == pending ]] ||
     die "PRINT_JOBS must be 1, pending or 0/empty, got '$PRINT_JOBS'"
+[[ $PACK =~ ^[1-9][0-9]*$ ]] || die "PACK must be a positive integer, got '$PACK'"
 
 ALL_COMBOS="prompt bias adapter prompt,adapter bias,adapter prompt,bias prompt,bias,adapter"
 ALL_ORDERS="prompt-bias-adapter prompt-adapter-bias bias-prompt-adapter bias-adapter-prompt adapter-prompt-bias adapter-bias-prompt"
@@ -96,6 +101,23 @@ add_job() {  # add_job NAME=VALUE...
     JOBS+=("TASK=$(printf '%q' "$TASK_NAME") TAG=$(printf '%q' "$TAG")$job$COMMON")
 }
 
+add_training_jobs() {  # add_training_jobs HARD PROMPT TRAIN_PARAM LR...: one job per PACK-sized product
+    local lrs=("${@:4}") seeds=${#SEED_LIST[@]} per i lr
+    if ((PACK >= seeds)); then  # whole seed lists, as many learning rates as fit
+        per=$((PACK / seeds))
+        for ((i = 0; i < ${#lrs[@]}; i += per)); do
+            add_job HARD="$1" PROMPT="$2" NOTRAIN=0 TRAIN_PARAM="$3" BS="$BS" LR="${lrs[*]:i:per}" \
+                SEED="${SEED_LIST[*]}"
+        done
+        return
+    fi
+    for lr in "${lrs[@]}"; do  # one learning rate, seeds in groups of PACK (PACK=1: one run per job)
+        for ((i = 0; i < seeds; i += PACK)); do
+            add_job HARD="$1" PROMPT="$2" NOTRAIN=0 TRAIN_PARAM="$3" BS="$BS" LR="$lr" SEED="${SEED_LIST[*]:i:PACK}"
+        done
+    done
+}
+
 for hard in "${HARD_LIST[@]}"; do
     [[ $hard == Y || $hard == N ]] || die "HARDS may hold only Y and N, got '$hard'"
     for combo in "${COMBO_LIST[@]}"; do
@@ -103,15 +125,10 @@ for hard in "${HARD_LIST[@]}"; do
             add_job HARD="$hard" PROMPT= NOTRAIN=1 TRAIN_PARAM= SEED="${SEED_LIST[0]}"
             continue
         fi
-        train_param=${combo//-/ }
         prompt=
         [[ ",${combo//-/,}," == *,prompt,* ]] && prompt=prompt
-        for lr in $(lr_grid "$combo"); do
-            for seed in "${SEED_LIST[@]}"; do
-                add_job HARD="$hard" PROMPT="$prompt" NOTRAIN=0 TRAIN_PARAM="$train_param" \
-                    BS="$BS" LR="$lr" SEED="$seed"
-            done
-        done
+        read -ra grid <<<"$(lr_grid "$combo")"
+        add_training_jobs "$hard" "$prompt" "${combo//-/ }" "${grid[@]}"
     done
 done
 
@@ -134,6 +151,7 @@ here, log_file, work, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.arg
 sys.path.insert(0, here)
 from run import Experiment
 from src.arguments import parse_args
+from src.packed import expand_argv
 from src.results import matches, read_results
 
 records = read_results(log_file)
@@ -142,8 +160,8 @@ for index in range(count):
     try:
         with open(path, "rb") as f:
             argv = [arg.decode() for arg in f.read().split(b"\0")[:-1]]
-        identity = Experiment(*parse_args(argv)).record_identity()
-        done = any(matches(record, identity) for record in records)
+        identities = [Experiment(*parse_args(run)).record_identity() for run in expand_argv(argv)]
+        done = all(any(matches(record, identity) for record in records) for identity in identities)
     except (Exception, SystemExit):  # the run itself will say what is wrong
         done = False
     if not done:
@@ -170,7 +188,9 @@ if [[ $PRINT_JOBS == pending ]]; then
 fi
 
 # ---- run ------------------------------------------------------------------------------------
-echo "$SWEEP sweep of $TASK_NAME: ${#JOBS[@]} runs, ${#PENDING[@]} not in $LOG yet" >&2
+UNIT=runs
+((PACK > 1)) && UNIT="packs of up to $PACK runs"
+echo "$SWEEP sweep of $TASK_NAME: ${#JOBS[@]} $UNIT, ${#PENDING[@]} not in $LOG yet" >&2
 trap 'echo "interrupted" >&2; exit 130' INT TERM  # Ctrl-C stops the sweep, not just one run
 FAILED=()
 done_count=0
