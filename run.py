@@ -28,7 +28,7 @@ IDENTITY_KEYS = ("task_name", "tag", "seed", "learning_rate", "per_device_train_
 @cli
 def main(argv=None):
     from src.arguments import parse_args
-    from src.packed import expand_argv
+    from src.multirun import expand_argv
     experiments = []
     for run_argv in expand_argv(sys.argv[1:] if argv is None else argv):
         experiment = Experiment(*parse_args(run_argv))

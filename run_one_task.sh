@@ -151,7 +151,7 @@ here, log_file, work, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.arg
 sys.path.insert(0, here)
 from run import Experiment
 from src.arguments import parse_args
-from src.packed import expand_argv
+from src.multirun import expand_argv
 from src.results import matches, read_results
 
 records = read_results(log_file)

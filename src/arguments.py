@@ -81,6 +81,9 @@ class DeltaTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="no")
     remove_unused_columns: bool = field(default=False)
     label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"])
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "HF's per-step isnan/isinf check of the logged loss: a host-device sync "
+                                          "every step; off by default (it only changes the logged average)."})
 
 
 def parse_args(argv=None):

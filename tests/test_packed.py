@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import src.packed
 from run import main
-from src.packed import expand_argv
+from src.multirun import expand_argv
 from src.trainer import DeltaTrainer
 from tools.create_tiny_model import create
 

@@ -342,6 +342,17 @@ def trainer_step(setup, model, batch, optimizer, scheduler, clipped):
     optimizer.step()
     scheduler.step()
     model.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def step_with_former_syncs(setup, model, batch, optimizer, scheduler, clipped):
+    """The Trainer step as it was before the lean step: the same work plus the host-device syncs it
+    had (SoftPrompt's `(input_ids < 0).any()`, transformers' `torch.all(mask == 1)` on a 2-D
+    attention mask, the Trainer's per-step `isnan(loss) or isinf(loss)` (logging_nan_inf_filter))."""
+    bool((batch["input_ids"] < 0).any())
+    bool(torch.all(batch["attention_mask"] == 1))
+    loss = trainer_step(setup, model, batch, optimizer, scheduler, clipped)
+    return bool(torch.isnan(loss) or torch.isinf(loss))
 
 
 def train_run(setup, model, methods, batches, reference=False, optimizer_impl="fused", grads_for_frozen=False):
@@ -419,23 +430,24 @@ PACKED_METHODS = "prompt,bias,adapter"
 PACKED_GRID = [(lr, seed) for lr in (1e-3, 3e-4, 1e-4, 3e-5) for seed in (13, 21, 42, 87, 100)]  # SPEC §7
 
 
-def run_batches(setup, seed):
+def run_batches(setup, seed, pad_to_multiple_of=None):
     """One run's training batches: its own seeded order over the train split, epoch after epoch."""
     rng, order = np.random.default_rng(seed), []
     while len(order) < (setup.args.train_steps + 1) * setup.args.train_batch_size:
         order.extend(rng.permutation(len(setup.train_set)))
     size = setup.args.train_batch_size
-    collator = Collator(setup.tokenizer.pad_token_id)
+    collator = Collator(setup.tokenizer.pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
     return [{name: t.to(setup.device) for name, t in collator([setup.train_set[i] for i in order[j:j + size]]).items()}
             for j in range(0, (setup.args.train_steps + 1) * size, size)]
 
 
-def runs_for_packing(setup):
-    """K models (same base, each run's delta seeded by its seed), optimizers with the run's learning rate."""
+def runs_for_packing(setup, pad_to_multiple_of=None, count=None):
+    """`count` (default K) models (same base, each run's delta seeded by its seed), optimizers with the
+    run's learning rate."""
     config = copy.deepcopy(setup.config)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     runs = []
-    for lr, seed in PACKED_GRID[:setup.args.packed_runs]:
+    for lr, seed in PACKED_GRID[:count or setup.args.packed_runs]:
         model = build_model(setup, with_adapter=True, config=config, delta_seed=seed)
         model.train()
         set_trainable(model, PACKED_METHODS.split(","))
@@ -445,7 +457,7 @@ def runs_for_packing(setup):
             group["lr"] = group["initial_lr"] = lr
         scheduler = get_linear_schedule_with_warmup(optimizer, 0, setup.args.train_steps + 1)
         runs.append(SimpleNamespace(model=model, params=params, optimizer=optimizer, scheduler=scheduler,
-                                    batches=run_batches(setup, seed)))
+                                    batches=run_batches(setup, seed, pad_to_multiple_of)))
     return runs
 
 
@@ -472,15 +484,36 @@ def measure_packed(setup, results):
             run.model.zero_grad(set_to_none=True)
 
     units = setup.args.train_steps + 1
-    seconds = round_robin(setup, {"sequential": (units, one_by_one), "packed": (units, together)})
+    lean, former = (runs_for_packing(setup, count=1)[0] for _ in range(2))
+
+    def former_step(i):
+        step_with_former_syncs(setup, former.model, former.batches[i], former.optimizer, former.scheduler,
+                               former.params)
+
+    def lean_step(i):
+        trainer_step(setup, lean.model, lean.batches[i], lean.optimizer, lean.scheduler, lean.params)
+    seconds = round_robin(setup, {"sequential": (units, one_by_one), "packed": (units, together),
+                                  "former_step": (units, former_step), "lean_step": (units, lean_step)})
+    results["lean_step_speedup_vs_former"] = seconds["former_step"] / seconds["lean_step"]
     k = len(packed)
     results["packed_runs"] = k
     results["packed_steps_per_run"] = units
-    for name, total in seconds.items():
-        results[f"packed_optimizer_steps_per_s_{name}"] = k * (units - 1) / total
+    for name in ("sequential", "packed"):
+        results[f"packed_optimizer_steps_per_s_{name}"] = k * (units - 1) / seconds[name]
     results["packed_speedup_vs_sequential"] = seconds["sequential"] / seconds["packed"]
-    results["packed_max_abs_diff_vs_sequential"] = max(
-        (a - b).abs().max().item() for one, other in zip(sequential, packed) for a, b in zip(one.params, other.params))
+    results["packed_max_abs_diff_vs_sequential"] = max_abs_diff(sequential, packed)
+    # float-noise yardstick: the same sequential runs, each batch padded to a multiple of 16 (no
+    # other change; padding is what packing adds too), after the same steps
+    padded = runs_for_packing(setup, pad_to_multiple_of=16)
+    for i in range(units):
+        for run in padded:
+            trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
+    results["sequential_padded_max_abs_diff_vs_sequential"] = max_abs_diff(sequential, padded)
+
+
+def max_abs_diff(runs, other_runs):
+    """The largest difference of any trained value between two sets of the same runs."""
+    return max((a - b).abs().max().item() for one, other in zip(runs, other_runs) for a, b in zip(one.params, other.params))
 
 
 # -- memory (one process per configuration) -----------------------------------------------------

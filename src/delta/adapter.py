@@ -4,9 +4,6 @@ DoubleSeqBnConfig = 'houlsby': a bottleneck after the attention output and one a
 """
 import logging
 
-import adapters
-from adapters import DoubleSeqBnConfig, model_mixin
-
 NAME = "houlsby"
 
 
@@ -16,6 +13,9 @@ def selects(name):
 
 def attach(mlm, reduction_factor=16):
     """Add the adapters to a `...ForMaskedLM` model in place and keep them active in forward."""
+    import adapters  # here, not above: importing it takes ~3 s, and runs without adapters never need it
+    from adapters import DoubleSeqBnConfig, model_mixin
+
     # Setting up runs a forward before the adapter is active; the warning about that is noise.
     quiet = logging.getLogger(model_mixin.__name__)
     level = quiet.level
