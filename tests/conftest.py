@@ -15,6 +15,11 @@ from tools.create_tiny_model import create  # noqa: E402
 DATA_ROOT = Path(os.environ.get("DELTA_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "perf: asserts a speed figure (deselect with -m 'not perf')")
+
+
 @pytest.fixture(scope="session")
 def data_root():
     if not (DATA_ROOT / "k-shot").is_dir():
@@ -36,6 +41,20 @@ def tiny_bert(tmp_path_factory):
 def tiny_model(request, tiny_roberta, tiny_bert):
     """Each test using this runs once per model family."""
     return {"roberta": tiny_roberta, "bert": tiny_bert}[request.param]
+
+
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.fixture(scope="session")
+def no_dropout_roberta(tmp_path_factory):
+    """Tiny models without dropout: runs that must agree within float noise."""
+    return str(create("roberta", tmp_path_factory.mktemp("tiny-roberta-no-dropout"), **NO_DROPOUT))
+
+
+@pytest.fixture(scope="session")
+def no_dropout_bert(tmp_path_factory):
+    return str(create("bert", tmp_path_factory.mktemp("tiny-bert-no-dropout"), **NO_DROPOUT))
 
 
 @pytest.fixture(scope="session")
