@@ -451,6 +451,9 @@ def runs_for_packing(setup, pad_to_multiple_of=None, count=None):
         model = build_model(setup, with_adapter=True, config=config, delta_seed=seed)
         model.train()
         set_trainable(model, PACKED_METHODS.split(","))
+        # one copy of the frozen base in memory (K roberta-large copies would not fit a GPU); it
+        # changes nothing in how each model computes
+        share_frozen([runs[0].model if runs else model, model], rules_for(PACKED_METHODS.split(",")))
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params)
         for group in optimizer.param_groups:
