@@ -9,12 +9,14 @@ How: every run builds its model as a single run does (seeded with its --seed, so
 table and adapters); the tensors that are equal in all runs (the frozen base) are then shared, one
 copy in memory, and the rest stay each run's own leaf tensors (its delta). A training step stacks
 the runs' own tensors along a new leading dimension and calls one model through
-`torch.func.functional_call` under `torch.func.vmap` (base unbatched, delta and batch batched): the
-frozen matrix products run once for all runs' batches. One backward of the summed losses gives each
+`torch.func.functional_call` under `torch.func.vmap` (base unbatched, delta and batch batched): each
+frozen matrix product is one call for all runs' batches. One backward of the summed losses gives each
 run its own gradients; each run's own Trainer-built AdamW, schedule and gradient clipping (its own
 global norm) then step its tensors; its own Trainer evaluates, keeps its best state and scores.
 Data order: each run's training data loader is the one its Trainer builds, created right after the
-Trainer (which seeds with the run's --seed), epoch after epoch as in `Trainer.train`.
+Trainer (which seeds with the run's --seed), epoch after epoch as in `Trainer.train`. The loop is
+ours, not `Trainer.train`: Trainer callbacks other than its step/evaluation flow do not run, and
+the packed step is not compiled (`--torch_compile` still applies to each run's evaluation).
 
 A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
 others go on (exit status 1). Setups that cannot share the base (`all`, finetune, zero-shot,
@@ -35,6 +37,7 @@ from transformers.trainer_callback import DefaultFlowCallback, TrainerState
 from src.delta import rules_for, set_trainable
 from src.errors import UserError
 from src.trainer import end_stage
+
 
 def describe(experiment):
     return f"seed={experiment.args.seed} learning_rate={experiment.args.learning_rate:g}"

@@ -128,6 +128,22 @@ def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root,
         assert packed == pytest.approx(single, abs=TOLERANCE)
 
 
+def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch, step_losses):
+    """The GPU's precision path (bf16 autocast around the vmapped step) on CPU: bf16 noise only."""
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"])
+    argv += ["--bf16", "--use_cpu"]
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "42"):
+        single = command(no_dropout_roberta, data_root, "prompt,bias,adapter", [seed], ["3e-4"])
+        assert main(single + ["--bf16", "--use_cpu"]) == 0
+    for packed, single in zip(records(tmp_path / "packed"), records(tmp_path / "single")):
+        assert packed["bf16"] and packed["stages"][0]["eval_history"] == single["stages"][0]["eval_history"]
+    for packed, single in zip(step_losses["packed"], step_losses["single"]):
+        assert packed == pytest.approx(single, abs=1e-2)
+
+
 def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data_root, tmp_path, monkeypatch, capsys):
     # seed 7 has no data folder; learning rate 1e30 makes the loss non-finite within two steps
     argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "7"], ["3e-4", "1e30"])
