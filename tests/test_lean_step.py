@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from run import main
 from src.delta import set_trainable
 from src.models import build_model
 from src.tasks import get_task
