@@ -14,23 +14,27 @@ import src.packed
 from run import main
 from src.multirun import expand_argv
 from src.trainer import DeltaTrainer
+
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias", "prompt,bias,adapter"]
 TIMING = {"wall_time", "time", "logging_dir"}  # logging_dir: HF's default holds the start time
 TOLERANCE = 1e-5
+
+
 @pytest.fixture(params=["roberta", "bert"])
 def no_dropout_model(request, no_dropout_roberta, no_dropout_bert):
     return {"roberta": no_dropout_roberta, "bert": no_dropout_bert}[request.param]
 
 
 def command(model, data_root, combination, seeds, learning_rates, max_steps=4):
-    """A short run.py command line; relative output_dir and log_file (the test runs in a folder)."""
+    """A short run.py command line; output_dir, log_file and the feature cache are relative (each
+    test runs in a folder of its own)."""
     argv = ["--task_name", "SST-2", "--data_dir", str(data_root / "k-shot/SST-2/16-{seed}"),
             "--model_name_or_path", model, "--template", "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
             "--mapping", "{'0':'terrible','1':'great'}", "--training_params", combination, "--do_train",
             "--max_steps", str(max_steps), "--eval_steps", "2", "--eval_strategy", "steps",
-            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "128", "--max_seq_length", "64", "--learning_rate", *learning_rates,
-            "--seed", *seeds, "--output_dir", "out/lr{learning_rate}-seed{seed}", "--log_file", "log",
-            "--feature_cache_dir", str(data_root.parent / "cache-unused"), "--disable_tqdm", "true"]
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "128", "--max_seq_length", "64",
+            "--learning_rate", *learning_rates, "--seed", *seeds, "--output_dir", "out/lr{learning_rate}-seed{seed}",
+            "--log_file", "log", "--feature_cache_dir", "cache", "--disable_tqdm", "true"]
     return argv + (["--use_adapter"] if "adapter" in combination else [])
 
 
