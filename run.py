@@ -21,18 +21,31 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from src.errors import UserError, cli  # noqa: E402
 from src.results import check_writable  # noqa: E402
 
+
 @cli
 def main(argv=None):
-    from src.arguments import parse_args
-    model_args, data_args, training_args = parse_args(argv)
-    experiment = Experiment(model_args, data_args, training_args)
-    experiment.check_model()
-    check_writable(training_args.log_file, training_args.output_dir if experiment.trains else None)
-    if training_args.skip_done and experiment.already_logged():
-        print(f"skip: {training_args.log_file} already holds this run", file=sys.stderr)
-        return 0
-    experiment.run()
-    return 0
+    from src.multirun import expand_argv, label_of
+    runs = expand_argv(sys.argv[1:] if argv is None else argv)
+    experiments, status = [], 0
+    for run_argv in runs:
+        try:
+            experiment = Experiment.checked(run_argv)
+        except UserError as error:
+            if len(runs) == 1:
+                raise
+            print(f"error: run {label_of(run_argv)}: {error}", file=sys.stderr)  # the pack's other runs go on
+            status = 1
+            continue
+        if experiment.args.skip_done and experiment.already_logged():
+            print(f"skip: {experiment.args.log_file} already holds this run", file=sys.stderr)
+        else:
+            experiments.append(experiment)
+    if len(experiments) > 1:
+        from src.packed import run_packed
+        return max(status, run_packed(experiments))
+    for experiment in experiments:
+        experiment.run()
+    return status
 
 
 class Experiment:
@@ -46,6 +59,15 @@ class Experiment:
         data_args.task_name = self.task.key
         self.trains = training_args.do_train and not training_args.notrain
         self.stages, self.template_parts = check_consistency(model_args, data_args, training_args)
+
+    @classmethod
+    def checked(cls, argv):
+        """The run of one argument list, every check done that needs no weights or data (UserError)."""
+        from src.arguments import parse_args
+        experiment = cls(*parse_args(argv))
+        experiment.check_model()
+        check_writable(experiment.args.log_file, experiment.args.output_dir if experiment.trains else None)
+        return experiment
 
     def already_logged(self):
         from src.results import is_logged, read_results
@@ -82,51 +104,70 @@ class Experiment:
         return record
 
     def run(self):
+        started = time.time()
+        self.prepare()
+        stage_results, trainer = self.train()
+        return self.finish(trainer, stage_results, started)
+
+    def prepare(self):
+        """Features, model (seeded as the run's --seed, with the modules of its methods) and collator."""
         import torch
         from transformers import set_seed
 
         from src.dataset import Collator, FewShotDataset
-        from src.delta import METHODS, count_parameters
-        from src.delta.checkpoint import load_delta, save_delta, saved_methods
+        from src.delta import METHODS
+        from src.delta.checkpoint import load_delta, saved_methods
         from src.models import build_model
-        from src.results import metric_key, run_facts
-        from src.trainer import DeltaTrainer, score_splits, train_in_stages
 
-        started = time.time()
         data_args, model_args, args = self.data_args, self.model_args, self.args
-        stages, template_parts = self.stages, self.template_parts
-        all_methods = sorted({m for stage in stages for m in stage}, key=list(METHODS).index)
-        tokenizer, words = self.tokenizer, self.label_words
-
-        datasets = self.load_datasets(FewShotDataset, tokenizer)
+        self.all_methods = sorted({m for stage in self.stages for m in stage}, key=list(METHODS).index)
+        self.datasets = self.load_datasets(FewShotDataset, self.tokenizer)
 
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
         set_seed(args.seed)
-        attached = set(all_methods) | ({"adapter"} if model_args.use_adapter else set())
+        attached = set(self.all_methods) | ({"adapter"} if model_args.use_adapter else set())
         if model_args.delta_path:  # the saved delta's modules, whatever this run trains
             attached |= saved_methods(model_args.delta_path)
-        model = build_model(model_args, self.task, words, attached, template_parts)
+        self.model = build_model(model_args, self.task, self.label_words, attached, self.template_parts)
         if model_args.delta_path:
-            load_delta(model, model_args.delta_path)
+            load_delta(self.model, model_args.delta_path)
         pad_to = None
         if model_args.reference_mode:  # the reference pads every batch to the maximum length
             doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
             pad_to = data_args.max_seq_length * (2 if doubled else 1)
-        collator = Collator(tokenizer.pad_token_id, pad_to=pad_to)
+        self.collator = Collator(self.tokenizer.pad_token_id, pad_to=pad_to,
+                                 pad_to_multiple_of=data_args.pad_to_multiple_of)
 
-        def make_trainer(model):
-            return DeltaTrainer(model=model, args=args, train_dataset=datasets["train"],
-                                eval_dataset=datasets["dev"], data_collator=collator, task=self.task)
+    def make_trainer(self, model):
+        from src.trainer import DeltaTrainer
+        return DeltaTrainer(model=model, args=self.args, train_dataset=self.datasets["train"],
+                            eval_dataset=self.datasets["dev"], data_collator=self.collator, task=self.task)
 
-        stage_results, stage_scores = [], {}
-        if self.trains:
-            eval_sets = {"dev": datasets["dev"], "test": datasets["test"]}
-            stage_results, trainer = train_in_stages(model, stages, make_trainer, eval_sets, model_args.stage_init)
-            # The model is still in the state its last stage was scored in: reuse those scores.
-            stage_scores = {split: stage_results[-1][split] for split in eval_sets}
-        else:
-            trainer = make_trainer(model)
+    def eval_sets(self):
+        """The splits each stage's best state is scored on."""
+        return {"dev": self.datasets["dev"], "test": self.datasets["test"]}
+
+    def train(self):
+        """(stage results, the last trainer); no training: ([], a trainer for the evaluation)."""
+        from src.trainer import train_in_stages
+        if not self.trains:
+            return [], self.make_trainer(self.model)
+        return train_in_stages(self.model, self.stages, self.make_trainer, self.eval_sets(),
+                               self.model_args.stage_init)
+
+    def finish(self, trainer, stage_results, started):
+        """Final scores (reusing the last stage's), the log record, the saved delta."""
+        import torch
+
+        from src.delta import count_parameters
+        from src.delta.checkpoint import save_delta
+        from src.results import metric_key, run_facts
+        from src.trainer import score_splits
+
+        data_args, args, datasets, model = self.data_args, self.args, self.datasets, self.model
+        # The model is still in the state its last stage was scored in: reuse those scores.
+        stage_scores = {split: stage_results[-1][split] for split in self.eval_sets()} if stage_results else {}
         final_splits = [split for split in datasets if not (split == "train" and data_args.skip_train_eval)]
         scores = {**stage_scores, **score_splits(trainer, {split: datasets[split] for split in final_splits
                                                            if split not in stage_scores})}
@@ -134,19 +175,18 @@ class Experiment:
         for split in final_splits:
             task_key, name = ("mnli-mm", "test") if split == "test-mm" else (self.task.key, split)
             metrics.update({metric_key(task_key, name, metric): value for metric, value in scores[split].items()})
-        trainable, total = count_parameters(model, all_methods)
+        trainable, total = count_parameters(model, self.all_methods)
         trainable = trainable if self.trains else 0
         arguments = self.arguments_record()
         record = {**arguments, **run_facts(arguments), **metrics,
                   "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
-                  "stages": stage_results,
-                  "wall_time": round(time.time() - started, 2),
+                  "stages": stage_results, "wall_time": round(time.time() - started, 2),
                   "time": datetime.datetime.now().isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         print(self.summary(record, datasets["test"]))
         if args.process_index == 0:  # one writer under torchrun
-            self.save(record, lambda: save_delta(model, all_methods, args.output_dir, self.arguments_record()))
+            self.save(record, lambda: save_delta(model, self.all_methods, args.output_dir, self.arguments_record()))
         return record
 
     def save(self, record, write_delta):

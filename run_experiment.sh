@@ -6,6 +6,9 @@
 #   TASK=SST-2 TAG=exp BS=4 LR=1e-3 SEED=13 TRAIN_PARAM=prompt,adapter PROMPT=prompt bash run_experiment.sh
 #
 # Required: TASK, TAG; for training runs also BS, LR, SEED.
+# Packed runs (src/packed.py): LR and SEED may each hold several space-separated values
+# (LR="1e-3 3e-4" SEED="13 21 42"): one run.py process trains every (LR, SEED) together over one
+# copy of the frozen model, with data dir $DATA_ROOT/k-shot/$TASK/$K-{seed} (each run its split).
 # Optional (default):
 #   MODEL (roberta-large)   HARD (Y: manual template; N: soft-only template)
 #   PROMPT ('prompt' inserts the soft prompt into the template; else empty)
@@ -63,8 +66,15 @@ FULLDATA=${FULLDATA:-0}
 [[ -z $STAGE_INIT || $STAGE_INIT == last || $STAGE_INIT == best ]] ||
     die "STAGE_INIT must be 'last' or 'best', got '$STAGE_INIT'"
 [[ $GPUN =~ ^[1-9][0-9]*$ ]] || die "GPUN must be a positive integer, got '$GPUN'"
-[[ -z ${LR:-} || $LR =~ ^[0-9.]+([eE][-+]?[0-9]+)?$ ]] || die "LR must be a number (1e-3, 0.001), got '$LR'"
-for name in SEED K MAX_STEP EVAL_STEP; do
+read -ra LR_LIST <<<"${LR:-}"
+read -ra SEED_LIST <<<"$SEED"
+for value in "${LR_LIST[@]}"; do
+    [[ $value =~ ^[0-9.]+([eE][-+]?[0-9]+)?$ ]] || die "LR must be numbers (1e-3, 0.001), got '$LR'"
+done
+for value in "${SEED_LIST[@]}"; do
+    [[ $value =~ ^[0-9]+$ ]] || die "SEED must be non-negative integers, got '$SEED'"
+done
+for name in K MAX_STEP EVAL_STEP; do
     [[ ${!name} =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '${!name}'"
 done
 if [[ -n ${BS:-} ]]; then
@@ -85,15 +95,17 @@ if [[ -n ${DATA_DIR:-} ]]; then
     :
 elif [[ $FULLDATA == 1 ]]; then
     DATA_DIR=$DATA_ROOT/original/$TASK_NAME
+elif ((${#SEED_LIST[@]} > 1)); then
+    DATA_DIR="$DATA_ROOT/k-shot/$TASK_NAME/$K-{seed}"  # run.py reports a missing split per run
 else
     DATA_DIR=$DATA_ROOT/k-shot/$TASK_NAME/$K-$SEED
 fi
-[[ -d $DATA_DIR ]] || die "data directory not found: $DATA_DIR (set DATA_ROOT or DATA_DIR)"
+[[ $DATA_DIR == *"{seed}"* || -d $DATA_DIR ]] || die "data directory not found: $DATA_DIR (set DATA_ROOT or DATA_DIR)"
 
 # ---- run.py arguments -----------------------------------------------------------------------
 ARGS=(--model_name_or_path "$MODEL" --few_shot_type prompt --num_k "$K" --prompt_num 10
     --max_steps "$MAX_STEP" --eval_steps "$EVAL_STEP" --eval_strategy steps
-    --per_device_eval_batch_size 16 --seed "$SEED" --tag "$TAG" --log_file "$LOG_FILE"
+    --per_device_eval_batch_size 16 --seed "${SEED_LIST[@]}" --tag "$TAG" --log_file "$LOG_FILE"
     --do_eval --do_predict --skip_done)
 [[ " ${TASK_ARGS[*]} " == *" --max_seq_length "* ]] || ARGS+=(--max_seq_length 256)
 ARGS+=("${TASK_ARGS[@]}" --data_dir "$DATA_DIR")
@@ -101,7 +113,7 @@ ARGS+=("${TASK_ARGS[@]}" --data_dir "$DATA_DIR")
 # reference's full-data runs), and the final evaluation leaves out the (large) train split.
 [[ $FULLDATA == 1 ]] && ARGS+=(--dev_as_test --skip_train_eval)
 [[ $NOTRAIN == 1 ]] || ARGS+=(--do_train)
-[[ -n ${LR:-} ]] && ARGS+=(--learning_rate "$LR")
+((${#LR_LIST[@]})) && ARGS+=(--learning_rate "${LR_LIST[@]}")
 [[ -n ${BS:-} ]] && ARGS+=(--per_device_train_batch_size "$((BS / GPUN))")
 if [[ -n $TRAIN_PARAM ]]; then
     read -ra stages <<<"$TRAIN_PARAM"

@@ -14,6 +14,9 @@
 #          prompt-bias-adapter). `python tools/sweep_plan.py --sweep fewshot` lists the columns.
 #   PRINT_JOBS (1: print one self-contained command line per run instead of running;
 #               pending: only the runs that the results log does not hold yet)
+#   PACK (1 = off: one process per run; K > 1: up to K runs of one setting (learning rates x
+#         seeds) train together in one process over one copy of the frozen model, src/packed.py;
+#         a job line is then one such pack, and it is pending while any of its runs is)
 #   Passed on to every run when set: MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE
 #   RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON (see run_experiment.sh).
 #   SWEEP (fewshot | mulstage | fulldata): set by run_mulstage_task.sh and run_fulldata_one_task.sh.
@@ -27,6 +30,7 @@ PY=${PYTHON:-python}
 SWEEP=${SWEEP:-fewshot}
 LOG=${LOG_FILE:-log}
 PRINT_JOBS=${PRINT_JOBS:-0}
+PACK=${PACK:-1}
 
 die() {
     echo "error: $*" >&2
@@ -37,6 +41,7 @@ die() {
 TASK_NAME=$("$PY" "$HERE/tools/task_args.py" --task "$TASK" | sed -n 2p) || exit 2
 [[ $PRINT_JOBS == 0 || $PRINT_JOBS == 1 || $PRINT_JOBS == pending ]] ||
     die "PRINT_JOBS must be 1, pending or 0/empty, got '$PRINT_JOBS'"
+[[ $PACK =~ ^[1-9][0-9]*$ ]] || die "PACK must be a positive integer, got '$PACK'"
 
 case $SWEEP in
 fewshot) EXPERIMENT=run_experiment.sh TAG=${TAG:-exp} BS=${BS:-4} SEEDS=${SEEDS:-13 21 42 87 100} ;;
@@ -76,6 +81,23 @@ add_job() {  # add_job NAME=VALUE...
     JOBS+=("TASK=$(printf '%q' "$TASK_NAME") TAG=$(printf '%q' "$TAG")$job$COMMON")
 }
 
+add_training_jobs() {  # add_training_jobs HARD PROMPT TRAIN_PARAM LR...: one job per PACK-sized product
+    local lrs=("${@:4}") seeds=${#SEED_LIST[@]} per i lr
+    if ((PACK >= seeds)); then  # whole seed lists, as many learning rates as fit
+        per=$((PACK / seeds))
+        for ((i = 0; i < ${#lrs[@]}; i += per)); do
+            add_job HARD="$1" PROMPT="$2" NOTRAIN=0 TRAIN_PARAM="$3" BS="$BS" LR="${lrs[*]:i:per}" \
+                SEED="${SEED_LIST[*]}"
+        done
+        return
+    fi
+    for lr in "${lrs[@]}"; do  # one learning rate, seeds in groups of PACK (PACK=1: one run per job)
+        for ((i = 0; i < seeds; i += PACK)); do
+            add_job HARD="$1" PROMPT="$2" NOTRAIN=0 TRAIN_PARAM="$3" BS="$BS" LR="$lr" SEED="${SEED_LIST[*]:i:PACK}"
+        done
+    done
+}
+
 for hard in "${HARD_LIST[@]}"; do
     [[ $hard == Y || $hard == N ]] || die "HARDS may hold only Y and N, got '$hard'"
     for row in "${PLAN[@]}"; do
@@ -84,12 +106,8 @@ for hard in "${HARD_LIST[@]}"; do
             add_job HARD="$hard" PROMPT= NOTRAIN=1 TRAIN_PARAM= SEED="${SEED_LIST[0]}"
             continue
         fi
-        for lr in $lrs; do
-            for seed in "${SEED_LIST[@]}"; do
-                add_job HARD="$hard" PROMPT="$prompt" NOTRAIN=0 TRAIN_PARAM="$train_param" \
-                    BS="$BS" LR="$lr" SEED="$seed"
-            done
-        done
+        read -ra grid <<<"$lrs"
+        add_training_jobs "$hard" "$prompt" "$train_param" "${grid[@]}"
     done
 done
 
@@ -111,6 +129,7 @@ import os, sys
 log_file, work, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from run import Experiment
 from src.arguments import parse_args
+from src.multirun import expand_argv
 from src.results import read_results, run_identity
 
 logged = {repr(run_identity(record)) for record in read_results(log_file)}
@@ -119,7 +138,8 @@ for index in range(count):
     try:
         with open(path, "rb") as f:
             argv = [arg.decode() for arg in f.read().split(b"\0")[:-1]]
-        done = repr(run_identity(Experiment(*parse_args(argv)).arguments_record())) in logged
+        identities = [repr(run_identity(Experiment(*parse_args(run)).arguments_record())) for run in expand_argv(argv)]
+        done = all(identity in logged for identity in identities)
     except (Exception, SystemExit):  # the run itself will say what is wrong
         done = False
     if not done:
@@ -146,7 +166,9 @@ if [[ $PRINT_JOBS == pending ]]; then
 fi
 
 # ---- run ------------------------------------------------------------------------------------
-echo "$SWEEP sweep of $TASK_NAME: ${#JOBS[@]} runs, ${#PENDING[@]} not in $LOG yet" >&2
+UNIT=runs
+((PACK > 1)) && UNIT="packs of up to $PACK runs"
+echo "$SWEEP sweep of $TASK_NAME: ${#JOBS[@]} $UNIT, ${#PENDING[@]} not in $LOG yet" >&2
 trap 'echo "interrupted" >&2; exit 130' INT TERM  # Ctrl-C stops the sweep, not just one run
 startable() { bash -c "PRINT_ARGS=1 ${JOBS[$1]} $SUFFIX" >/dev/null 2>&1; }
 any_startable() {  # does any pending run after the first $1 get past its setup?

@@ -68,7 +68,7 @@ TRAINER_FIELDS = {
     "adam_beta1": between(0, 1, high_open=True), "adam_beta2": between(0, 1, high_open=True),
     "adam_epsilon": above(0), "max_grad_norm": at_least(0, integer=False), "warmup_ratio": between(0, 1),
     "warmup_steps": at_least(0), "logging_steps": above(0), "dataloader_num_workers": at_least(0),
-    "bf16": NEEDS_GPU, "fp16": NEEDS_GPU, "disable_tqdm": None,
+    "bf16": None, "fp16": NEEDS_GPU, "disable_tqdm": None,
 }
 GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
           "log": "results log and sweeps"}
@@ -133,6 +133,9 @@ class DataArguments:
                             "as in the reference's full-data runs.", "data")
     feature_cache_dir: Optional[str] = arg(None, "Where tokenised features are cached (default: the user "
                                            "cache folder, see README).", "data")
+    pad_to_multiple_of: Optional[int] = arg(None, "Round each batch's length up to a multiple of this (e.g. 16): "
+                                            "fewer distinct shapes, so --torch_compile does not recompile per "
+                                            "length (results change only by float noise).", "training", at_least(1))
 
     def __post_init__(self):
         check_fields(self)
@@ -156,9 +159,14 @@ class DeltaTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the features are ours."})
     label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"],
                                              metadata={"help": "The batch key holding the labels."})
+    logging_nan_inf_filter: bool = field(default=False, metadata={
+        "help": "HF's per-step isnan/isinf check of the logged loss: a host-device sync every step; off by "
+                "default (a NaN or infinite loss stops the run anyway, see README)."})
 
     def __post_init__(self):
         check_fields(self, TRAINER_FIELDS)
+        if self.bf16 and not (self.use_cpu or _has_cuda()):
+            raise UserError("--bf16 needs a CUDA GPU (none found here); add --use_cpu for bf16 autocast on the CPU")
         if self.disable_tqdm is None:  # progress bars only on a terminal, not in a log file
             self.disable_tqdm = not sys.stderr.isatty()
         try:
@@ -344,7 +352,7 @@ NOT_IDENTITY = frozenset({
     "project", "trackio_space_id", "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy",
     "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "push_to_hub_model_id",
     "push_to_hub_organization", "push_to_hub_token", "torch_compile", "torch_compile_backend",
-    "torch_compile_mode", "include_tokens_per_second", "include_num_input_tokens_seen", "torch_empty_cache_steps",
+    "torch_compile_mode", "pad_to_multiple_of", "include_tokens_per_second", "include_num_input_tokens_seen", "torch_empty_cache_steps",
 })
 
 

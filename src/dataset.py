@@ -270,15 +270,18 @@ def _write_cache(path, key, features):
 
 
 class Collator:
-    """Pads a list of items into a batch of tensors: to the longest item, or to `pad_to`."""
+    """Pads a list of items into a batch of tensors: to the longest item, rounded up to a multiple
+    of `pad_to_multiple_of` (fewer distinct shapes for torch.compile), or to `pad_to`."""
 
-    def __init__(self, pad_token_id, pad_to=None):
+    def __init__(self, pad_token_id, pad_to=None, pad_to_multiple_of=None):
         self.pad_token_id = pad_token_id
         self.pad_to = pad_to
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, items):
         longest = max(len(item["input_ids"]) for item in items)
-        length = self.pad_to or longest
+        multiple = self.pad_to_multiple_of or 1
+        length = self.pad_to or -(-longest // multiple) * multiple
         if longest > length:
             raise UserError(f"an item of {longest} tokens does not fit pad_to={self.pad_to}")
         batch = {"input_ids": _pad(items, "input_ids", length, self.pad_token_id),

@@ -55,6 +55,8 @@ class PromptMLM(nn.Module):
             # `*sep+*` counts segments up (0, 1, 2, ... with two sentences or demonstrations); BERT has
             # two segment embeddings, so later segments share the last one.
             extra["token_type_ids"] = token_type_ids.clamp(max=self.config.type_vocab_size - 1)
+        if attention_mask is not None:
+            attention_mask = pairwise_mask(attention_mask)
         if self.reference_mode:
             vocab_scores = self.mlm(inputs_embeds=embeds, attention_mask=attention_mask, **extra).logits
             mask_scores = vocab_scores[rows, mask_pos][:, self.label_word_ids]
@@ -80,6 +82,14 @@ class PromptMLM(nn.Module):
         p = (labels.float() - low) / (high - low)
         target = torch.stack([1 - p, p], dim=-1)
         return (target.exp() * (target - logits)).mean()
+
+
+def pairwise_mask(attention_mask):
+    """(batch, length) -> (batch, length, length), the same mask per query position. Given a 2-D mask,
+    transformers first asks `torch.all(mask == 1)` (a host-device sync in every forward, and a
+    data-dependent branch that torch.func.vmap cannot follow); a 3-D mask goes straight to the
+    additive mask, with the same values."""
+    return attention_mask[:, None, :].expand(-1, attention_mask.size(-1), -1)
 
 
 def regression_prediction(logits, label_range: Tuple[float, float]) -> torch.Tensor:

@@ -1,4 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
+import contextlib
+
 import numpy as np
 import torch
 from torch.utils.data import Subset
@@ -57,13 +59,19 @@ class DeltaTrainer(Trainer):
         self._all_finite = None  # device flag: every training loss so far finite
 
     def train(self, *args, **kwargs):
-        self._tracking = True
-        try:
+        with self.tracking():
             output = super().train(*args, **kwargs)
-        finally:
-            self._tracking = False
         self.check_finite_loss()
         return output
+
+    @contextlib.contextmanager
+    def tracking(self):
+        """While inside, evaluations count for the best dev state (training, packed or not)."""
+        self._tracking = True
+        try:
+            yield
+        finally:
+            self._tracking = False
 
     def training_step(self, *args, **kwargs):
         """The Trainer's step; a NaN or infinite loss is remembered on the device (no host sync per
@@ -137,12 +145,19 @@ def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last"):
         set_trainable(model, groups)
         trainer = make_trainer(model)
         trainer.train()
-        last = delta_state(model)
-        restore(model, trainer.best_state or last)
-        result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
-                  "eval_history": trainer.eval_history}
-        result.update(score_splits(trainer, eval_sets))
-        results.append(result)
-        if stage_init == "last" and index < len(stages) - 1:
-            restore(model, last)
+        results.append(end_stage(model, trainer, groups, eval_sets,
+                                 restart_from_last=stage_init == "last" and index < len(stages) - 1))
     return results, trainer
+
+
+def end_stage(model, trainer, groups, eval_sets, restart_from_last):
+    """After a stage's training: score its best dev state on `eval_sets`, then leave the model in
+    that state, or (restart_from_last) in the state the training ended in. Returns the stage result."""
+    last = delta_state(model)
+    restore(model, trainer.best_state or last)
+    result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
+              "eval_history": trainer.eval_history}
+    result.update(score_splits(trainer, eval_sets))
+    if restart_from_last:
+        restore(model, last)
+    return result

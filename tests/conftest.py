@@ -37,6 +37,20 @@ def tiny_model(request, tiny_roberta, tiny_bert):
     return {"roberta": tiny_roberta, "bert": tiny_bert}[request.param]
 
 
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.fixture(scope="session")
+def no_dropout_roberta(tmp_path_factory):
+    """Tiny models without dropout: runs that must agree within float noise."""
+    return str(create("roberta", tmp_path_factory.mktemp("tiny-roberta-no-dropout"), **NO_DROPOUT))
+
+
+@pytest.fixture(scope="session")
+def no_dropout_bert(tmp_path_factory):
+    return str(create("bert", tmp_path_factory.mktemp("tiny-bert-no-dropout"), **NO_DROPOUT))
+
+
 @pytest.fixture(scope="session")
 def roberta_tokenizer(tiny_roberta):
     from transformers import AutoTokenizer

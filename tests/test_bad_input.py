@@ -58,6 +58,7 @@ CONSISTENCY_CASES = {
     "prompt without *prompt*": ({"cli": ["--training_params", "prompt",
                                          "--template", "*cls**sent_0*_It_was*mask*.*sep+*"]}, "--training_params"),
     "zero steps": ({"cli": ["--max_steps", "0"]}, "--max_steps"),
+    "bf16 without a GPU": ({"cli": ["--bf16"]}, "--bf16"),
     "no steps, no epochs": ({"cli": ["--max_steps", "-1", "--num_train_epochs", "0"]}, "--max_steps"),
     "beyond the positions": ({"cli": ["--max_seq_length", "100000"]}, "--max_seq_length"),
     "adapter wider than the model": ({"cli": ["--training_params", "adapter", "--adapter_reduction_factor", "1000"]},

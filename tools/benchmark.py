@@ -32,6 +32,7 @@ Output: `metric<TAB>value` lines: settings, memory, raw speed figures, the speed
 """
 import argparse
 import contextlib
+import copy
 import multiprocessing
 import os
 import re
@@ -54,9 +55,10 @@ from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_w
 from src.checks import ArgumentParser, at_least, between, typed  # noqa: E402
 from src.dataset import Collator, FewShotDataset  # noqa: E402
 from src.arguments import argument_defaults  # noqa: E402
-from src.delta import METHODS as DELTA_METHODS, attach_methods, set_trainable, split_combination  # noqa: E402
+from src.delta import METHODS as DELTA_METHODS, attach_methods, rules_for, set_trainable, split_combination  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
+from src.packed import backward_together, share_frozen  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.templates import label_word_ids, parse_mapping  # noqa: E402
 from src.random_models import SIZES, roberta_tokenizer  # noqa: E402
@@ -108,6 +110,10 @@ def parse_args(argv=None):
                              "thread keeps figures and ratios stable on a shared machine: with two threads "
                              "and other load, every op waits for a descheduled OpenMP thread")
     parser.add_argument("--skip_memory", action="store_true", help="no memory measurements")
+    parser.add_argument("--packed_runs", type=typed(int, at_least(0)), default=0,
+                        help="K > 0: also time K runs of prompt,bias,adapter (one grid's learning rates x seeds) "
+                             "packed (src/packed.py) vs one after another, dropout off")
+    parser.add_argument("--packed_only", action="store_true", help="only the --packed_runs comparison")
     parser.add_argument("--seed", type=typed(int, between(0, 2**32 - 1, integer=True)), default=42)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -180,11 +186,14 @@ def eval_groups(dataset, batch_size):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def build_model(setup, methods="prompt", attn_implementation="sdpa"):
+def build_model(setup, methods="prompt", attn_implementation="sdpa", config=None, delta_seed=None):
     """PromptMLM over a randomly initialised RoBERTa (same seed: same weights) with the soft prompt
-    and the modules of `methods` attached, on the device."""
+    and the modules of `methods` attached, on the device; with `delta_seed`, the attached modules
+    are initialised from that seed instead."""
     torch.manual_seed(setup.args.seed)
-    mlm = AutoModelForMaskedLM.from_config(setup.config, attn_implementation=attn_implementation)
+    mlm = AutoModelForMaskedLM.from_config(config or setup.config, attn_implementation=attn_implementation)
+    if delta_seed is not None:
+        torch.manual_seed(delta_seed)
     model = PromptMLM(mlm, setup.label_words)
     options = SimpleNamespace(**{**argument_defaults(), "prompt_num": PROMPT_NUM})
     attach_methods(model, {"prompt", *split_combination(methods)}, options)
@@ -340,6 +349,17 @@ def trainer_step(setup, model, batch, optimizer, scheduler, clipped):
     optimizer.step()
     scheduler.step()
     model.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def step_with_former_syncs(setup, model, batch, optimizer, scheduler, clipped):
+    """The Trainer step as it was before the lean step: the same work plus the host-device syncs it
+    had (SoftPrompt's `(input_ids < 0).any()`, transformers' `torch.all(mask == 1)` on a 2-D
+    attention mask, the Trainer's per-step `isnan(loss) or isinf(loss)` (logging_nan_inf_filter))."""
+    bool((batch["input_ids"] < 0).any())
+    bool(torch.all(batch["attention_mask"] == 1))
+    loss = trainer_step(setup, model, batch, optimizer, scheduler, clipped)
+    return bool(torch.isnan(loss) or torch.isinf(loss))
 
 
 def train_run(setup, model, methods, batches, reference=False, optimizer_impl="fused", grads_for_frozen=False):
@@ -409,6 +429,101 @@ def measure_tokenisation(setup, results):
         start = time.perf_counter()
         FewShotDataset(setup.data_args, setup.tokenizer, "test", cache_dir=cache)
         results["features_load_s_cached"] = time.perf_counter() - start
+
+
+# -- packed runs (the sweep view) ---------------------------------------------------------------
+
+PACKED_METHODS = ",".join(PAPER_METHODS)  # all three together
+PACKED_GRID = [(lr, seed) for lr in (1e-3, 3e-4, 1e-4, 3e-5) for seed in (13, 21, 42, 87, 100)]  # SPEC §7
+
+
+def run_batches(setup, seed, pad_to_multiple_of=None):
+    """One run's training batches: its own seeded order over the train split, epoch after epoch."""
+    rng, order = np.random.default_rng(seed), []
+    while len(order) < (setup.args.train_steps + 1) * setup.args.train_batch_size:
+        order.extend(rng.permutation(len(setup.train_set)))
+    size = setup.args.train_batch_size
+    collator = Collator(setup.tokenizer.pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
+    return [{name: t.to(setup.device) for name, t in collator([setup.train_set[i] for i in order[j:j + size]]).items()}
+            for j in range(0, (setup.args.train_steps + 1) * size, size)]
+
+
+def runs_for_packing(setup, pad_to_multiple_of=None, count=None):
+    """`count` (default K) models (same base, each run's delta seeded by its seed), optimizers with the
+    run's learning rate."""
+    config = copy.deepcopy(setup.config)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    runs = []
+    for lr, seed in PACKED_GRID[:count or setup.args.packed_runs]:
+        model = build_model(setup, PACKED_METHODS, config=config, delta_seed=seed)
+        model.train()
+        set_trainable(model, PACKED_METHODS.split(","))
+        # one copy of the frozen base in memory (K roberta-large copies would not fit a GPU); it
+        # changes nothing in how each model computes
+        share_frozen([runs[0].model if runs else model, model], rules_for(PACKED_METHODS.split(",")))
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(params)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = lr
+        scheduler = get_linear_schedule_with_warmup(optimizer, 0, setup.args.train_steps + 1)
+        runs.append(SimpleNamespace(model=model, params=params, optimizer=optimizer, scheduler=scheduler,
+                                    batches=run_batches(setup, seed, pad_to_multiple_of)))
+    return runs
+
+
+def measure_packed(setup, results):
+    """K runs packed (one vmapped forward/backward over the shared base, then each run's clip, AdamW,
+    schedule) vs the same K runs one after another (the Trainer step), round-robin: one unit = one
+    step of every run. Then the largest difference of any delta value after the same steps."""
+    sequential, packed = runs_for_packing(setup), runs_for_packing(setup)
+    per_run = share_frozen([run.model for run in packed], rules_for(PACKED_METHODS.split(",")))
+    base = packed[0].model
+    pad_token_id = setup.tokenizer.pad_token_id
+
+    def one_by_one(i):
+        for run in sequential:
+            trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
+
+    def together(i):
+        parameters = [{name: dict(run.model.named_parameters())[name] for name in per_run} for run in packed]
+        backward_together(base, parameters, [run.batches[i] for run in packed], pad_token_id, setup.args.bf16)
+        for run in packed:
+            torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.model.zero_grad(set_to_none=True)
+
+    units = setup.args.train_steps + 1
+    lean, former = (runs_for_packing(setup, count=1)[0] for _ in range(2))
+
+    def former_step(i):
+        step_with_former_syncs(setup, former.model, former.batches[i], former.optimizer, former.scheduler,
+                               former.params)
+
+    def lean_step(i):
+        trainer_step(setup, lean.model, lean.batches[i], lean.optimizer, lean.scheduler, lean.params)
+    seconds = round_robin(setup, {"sequential": (units, one_by_one), "packed": (units, together),
+                                  "former_step": (units, former_step), "lean_step": (units, lean_step)})
+    results["lean_step_speedup_vs_former"] = seconds["former_step"] / seconds["lean_step"]
+    k = len(packed)
+    results["packed_runs"] = k
+    results["packed_steps_per_run"] = units
+    for name in ("sequential", "packed"):
+        results[f"packed_optimizer_steps_per_s_{name}"] = k * (units - 1) / seconds[name]
+    results["packed_speedup_vs_sequential"] = seconds["sequential"] / seconds["packed"]
+    results["packed_max_abs_diff_vs_sequential"] = max_abs_diff(sequential, packed)
+    # float-noise yardstick: the same sequential runs, each batch padded to a multiple of 16 (no
+    # other change; padding is what packing adds too), after the same steps
+    padded = runs_for_packing(setup, pad_to_multiple_of=16)
+    for i in range(units):
+        for run in padded:
+            trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
+    results["sequential_padded_max_abs_diff_vs_sequential"] = max_abs_diff(sequential, padded)
+
+
+def max_abs_diff(runs, other_runs):
+    """The largest difference of any trained value between two sets of the same runs."""
+    return max((a - b).abs().max().item() for one, other in zip(runs, other_runs) for a, b in zip(one.params, other.params))
 
 
 # -- memory (one process per configuration) -----------------------------------------------------
@@ -525,11 +640,14 @@ def main(argv=None):
         phases = [measure_tokenisation, measure_eval, measure_training]
         if not args.skip_memory:
             phases.insert(0, measure_memory)
+        if args.packed_runs:
+            phases = [measure_packed] if args.packed_only else phases + [measure_packed]
         for phase in phases:
             phase_started = time.perf_counter()
             phase(setup, results)
             print(f"# {phase.__name__}: {time.perf_counter() - phase_started:.1f} s", file=sys.stderr)
-        add_ratios(results)
+        if not args.packed_only:
+            add_ratios(results)
         results["benchmark_wall_s"] = time.perf_counter() - started
         for name, value in results.items():
             print(f"{name}\t{value:.6g}" if isinstance(value, float) else f"{name}\t{value}")

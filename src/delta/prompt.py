@@ -23,9 +23,9 @@ class SoftPrompt(nn.Module):
         nn.init.normal_(self.embedding.weight, mean=0.0, std=initializer_range)
 
     def forward(self, input_ids, word_embeddings):
-        """Embed ids: non-negative through the word table, negative through the prompt table."""
+        """Embed ids: non-negative through the word table, negative through the prompt table.
+
+        No data-dependent branch: no host-device sync per call, and it works under torch.func.vmap."""
         words = word_embeddings(input_ids.clamp(min=0))
-        if not (input_ids < 0).any():
-            return words
         prompts = self.embedding((-input_ids - 1).clamp(min=0))
         return torch.where((input_ids < 0).unsqueeze(-1), prompts, words)

@@ -1,0 +1,95 @@
+"""Command lines of several runs: `--learning_rate` and `--seed` with several values.
+
+    python run.py ... --learning_rate 1e-3 3e-4 --seed 13 21 42 --data_dir 'data/k-shot/SST-2/16-{seed}'
+
+is one run per (learning rate, seed), learning rates outer, trained together (`src/packed.py`).
+`{seed}` and `{learning_rate}` in any argument become the run's own value (the data split follows
+the seed through `--data_dir`). With several runs, each gets its own `--output_dir`: a folder
+`lr{learning_rate}-seed{seed}` (the flags given) under the given one, unless that has a placeholder.
+Plain Python: run.py expands its command line before importing anything heavy.
+"""
+import dataclasses
+import itertools
+
+from src.errors import UserError
+
+# flag -> its part of a run's folder name; product order: learning rates outer, seeds inner
+PACKED_FLAGS = {"--learning_rate": "lr", "--seed": "seed"}
+
+
+def run_label(seed, learning_rate) -> str:
+    """How an error line names one run of a pack: `seed=13 learning_rate=0.0003`."""
+    return f"seed={seed} learning_rate={float(learning_rate):g}"
+
+
+def label_of(argv) -> str:
+    """run_label of one run's argument list (as expand_argv gives it)."""
+    values = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag in PACKED_FLAGS}
+    return run_label(values.get("--seed", "?"), values.get("--learning_rate", "nan"))
+
+
+def placeholder(flag):
+    return "{" + flag[2:] + "}"
+
+
+def expand_argv(argv):
+    """One argument list per run of a command line (a single run's list unchanged)."""
+    argv = list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return [argv]
+    skeleton, values, i = [], {}, 0
+    while i < len(argv):
+        flag, sep, inline = argv[i].partition("=")
+        if flag not in PACKED_FLAGS:
+            skeleton.append(argv[i])
+            i += 1
+            continue
+        end = i + 1
+        if not sep:
+            while end < len(argv) and not argv[end].startswith("--"):
+                end += 1
+        if flag in values:
+            raise UserError(f"{flag} is given twice")
+        values[flag] = [inline] if sep else argv[i + 1:end]
+        skeleton.append(flag)
+        i = end
+    for flag in PACKED_FLAGS:
+        if flag not in values and any(placeholder(flag) in arg for arg in skeleton):
+            raise UserError(f"{placeholder(flag)} is used but {flag} is not given")
+    flags = [flag for flag in PACKED_FLAGS if flag in values]
+    if any(len(given) > 1 for given in values.values()):
+        skeleton = with_run_folders(skeleton, "-".join(PACKED_FLAGS[flag] + placeholder(flag) for flag in flags))
+    runs = []
+    for combination in itertools.product(*(values[flag] for flag in flags)):
+        chosen = dict(zip(flags, combination))
+        run = []
+        for arg in skeleton:
+            if arg in chosen:
+                run += [arg, chosen[arg]]
+                continue
+            for flag, value in chosen.items():
+                arg = arg.replace(placeholder(flag), value)
+            run.append(arg)
+        runs.append(run)
+    if len({tuple(run) for run in runs}) < len(runs):
+        raise UserError("the same run is given twice (repeated --seed or --learning_rate value)")
+    return runs
+
+
+def with_run_folders(skeleton, folder):
+    """Give each run its own --output_dir: `folder` (e.g. lr{learning_rate}-seed{seed}) under the
+    given one (or the default), unless that has a placeholder already."""
+    from src.arguments import DeltaTrainingArguments
+    output_dir = next(f.default for f in dataclasses.fields(DeltaTrainingArguments) if f.name == "output_dir")
+    position = None
+    for i, arg in enumerate(skeleton):
+        flag, sep, inline = arg.partition("=")
+        if flag == "--output_dir":
+            position, output_dir = i, inline if sep else skeleton[i + 1]
+    if any(placeholder(flag) in output_dir for flag in PACKED_FLAGS):
+        return skeleton
+    argument = ["--output_dir", f"{output_dir.rstrip('/')}/{folder}"]
+    if position is None:
+        return skeleton + argument
+    width = 1 if "=" in skeleton[position] else 2
+    return skeleton[:position] + argument + skeleton[position + width:]

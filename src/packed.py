@@ -1,0 +1,251 @@
+"""Packed runs: runs of one setting trained together over one copy of the frozen base model.
+
+    python run.py ... --learning_rate 1e-3 3e-4 --seed 13 21 42 --data_dir 'data/k-shot/SST-2/16-{seed}'
+
+The command line becomes one run per (learning rate, seed) (`src/multirun.py`). Each run is
+parsed, built, trained, scored, saved and logged exactly as the single run with its values would be.
+
+How: every run builds its model as a single run does (seeded with its --seed, so the same prompt
+table and adapters); the tensors that are equal in all runs (the frozen base) are then shared, one
+copy in memory, and the rest stay each run's own leaf tensors (its delta). A training step stacks
+the runs' own tensors along a new leading dimension and calls one model through
+`torch.func.functional_call` under `torch.func.vmap` (base unbatched, delta and batch batched): each
+frozen matrix product is one call for all runs' batches. One backward of the summed losses gives each
+run its own gradients; each run's own Trainer-built AdamW, schedule and gradient clipping (its own
+global norm) then step its tensors; its own Trainer evaluates, keeps its best state and scores.
+Data order: each run's training data loader is the one its Trainer builds, created right after the
+Trainer (which seeds with the run's --seed), epoch after epoch as in `Trainer.train`. The loop is
+ours, not `Trainer.train`: Trainer callbacks other than its step/evaluation flow do not run, and
+the packed step is not compiled (`--torch_compile` still applies to each run's evaluation).
+
+A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
+others go on (exit status 1). Setups that cannot share the base (`all`, finetune, zero-shot,
+gradient accumulation, fp16 loss scaling, several processes) run one after another instead.
+With dropout > 0 every run draws its own masks (vmap randomness="different"), from another random
+stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
+the single runs' within float noise (tests/test_packed.py).
+"""
+import itertools
+import math
+import sys
+import time
+
+import torch
+from torch.func import functional_call, vmap
+from transformers.trainer_callback import DefaultFlowCallback, TrainerState
+
+from src.delta import rules_for, set_trainable
+from src.errors import UserError
+from src.multirun import run_label
+from src.trainer import end_stage
+
+
+def describe(experiment):
+    return run_label(experiment.args.seed, experiment.args.learning_rate)
+
+
+def fail(experiment, error):
+    print(f"error: run {describe(experiment)}: {error}", file=sys.stderr)
+
+
+def why_not_packed(experiment):
+    """Why this run's setup cannot share the frozen base with others, or None."""
+    args, model_args = experiment.args, experiment.model_args
+    if not experiment.trains:
+        return "nothing is trained"
+    if model_args.few_shot_type == "finetune":
+        return "finetune mode trains a new head per run"
+    if any("all" in stage.split(",") for stage in model_args.training_params):
+        return "'all' trains the base model itself"
+    if args.gradient_accumulation_steps != 1:
+        return "gradient accumulation"
+    if args.fp16:
+        return "fp16 loss scaling"
+    if args.world_size > 1:
+        return "several processes"
+    return None
+
+
+def run_packed(experiments):
+    """Run several experiments of one setting together; returns the exit status (1: a run failed)."""
+    started = time.time()
+    reason = why_not_packed(experiments[0])
+    failed = False
+    if reason:
+        print(f"note: {len(experiments)} runs one after another ({reason}: no shared base)", file=sys.stderr)
+        for experiment in experiments:
+            try:
+                experiment.run()
+            except UserError as error:
+                fail(experiment, error)
+                failed = True
+        return int(failed)
+    live = []
+    for experiment in experiments:
+        try:
+            experiment.prepare()
+            live.append(experiment)
+        except UserError as error:
+            fail(experiment, error)
+            failed = True
+    if not live:
+        return 1
+    per_run = share_frozen([experiment.model for experiment in live], rules_for(live[0].all_methods))
+    stages = live[0].stages
+    results = {id(experiment): [] for experiment in live}
+    trainers = {}
+    for index, groups in enumerate(stages):
+        runs = []
+        for experiment in live:
+            set_trainable(experiment.model, groups)
+            trainers[id(experiment)] = experiment.make_trainer(experiment.model)
+            runs.append(PackedRun(trainers[id(experiment)]))
+        errors = train_together(runs, per_run)[1]
+        restart = live[0].model_args.stage_init == "last" and index < len(stages) - 1
+        still = []
+        for experiment, error in zip(live, errors):
+            if error:
+                fail(experiment, error)
+                failed = True
+                continue
+            results[id(experiment)].append(end_stage(experiment.model, trainers[id(experiment)], groups,
+                                                     experiment.eval_sets(), restart))
+            still.append(experiment)
+        live = still
+    for experiment in live:
+        experiment.finish(trainers[id(experiment)], results[id(experiment)], started)
+    return int(failed)
+
+
+def share_frozen(models, rules):
+    """Point every model at the first model's copy of each parameter that all models hold equal and
+    that `rules` do not train (the frozen base): one copy in memory. Returns the names of the
+    per-run parameters (trained by `rules`, or differing between runs)."""
+    base = dict(models[0].named_parameters(remove_duplicate=False))
+    per_run = {name for name in base if any(rule(name) for rule in rules)}
+    for model in models[1:]:
+        for name, param in list(model.named_parameters(remove_duplicate=False)):
+            if name in per_run or param is base[name]:
+                continue
+            if torch.equal(param, base[name]):
+                owner, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(owner), leaf, base[name])
+            else:
+                per_run.add(name)
+    return sorted(per_run & set(dict(models[0].named_parameters())))
+
+
+class PackedRun:
+    """One run's side of a packed stage: its Trainer, data, optimizer, schedule and losses."""
+
+    def __init__(self, trainer):
+        """Build it right after the Trainer: the loader's sampler takes its seed from the Trainer's
+        `set_seed(args.seed)` (accelerate's seedable sampler), which gives the run its data order."""
+        self.trainer = trainer
+        args = trainer.args
+        loader = trainer.get_train_dataloader()
+        self.max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * len(loader))
+        self.batches = epochs(loader)
+        trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
+        trainer.state = TrainerState(max_steps=self.max_steps)
+        trainer.state.compute_steps(args, self.max_steps)
+        self.parameters = dict(trainer.model.named_parameters())
+        self.trained = [p for p in trainer.model.parameters() if p.requires_grad]
+        self.losses, self.checked, self.error, self.done, self.epoch = [], 0, None, False, 0.0
+
+    def update(self, flow):
+        """The Trainer's step after the backward: clip, AdamW, schedule, zero_grad; then evaluate or stop
+        when the Trainer's flow says so."""
+        trainer, args, state = self.trainer, self.trainer.args, self.trainer.state
+        torch.nn.utils.clip_grad_norm_(self.trained, args.max_grad_norm)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        trainer.model.zero_grad()
+        state.global_step += 1
+        state.epoch = self.epoch
+        trainer.control = flow.on_step_end(args, state, trainer.control)
+        if trainer.control.should_evaluate or trainer.control.should_training_stop:
+            self.check_losses()
+        if self.error is None and trainer.control.should_evaluate:
+            with trainer.tracking():
+                trainer.evaluate()
+        self.done = self.error is not None or trainer.control.should_training_stop
+
+    def check_losses(self):
+        """Losses stay on the device until here (no sync per step); a non-finite one fails the run."""
+        recent = torch.stack(self.losses[self.checked:])
+        bad = (~torch.isfinite(recent)).nonzero()
+        if len(bad):
+            step = self.checked + int(bad[0, 0])
+            self.error = f"the training loss is {recent[bad[0, 0]].item()} at step {step + 1}"
+        self.checked = len(self.losses)
+
+
+def epochs(loader):
+    """Batches of `loader` epoch after epoch, as Trainer.train draws them (set_epoch per epoch)."""
+    for epoch in itertools.count():
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for index, batch in enumerate(loader):
+            yield epoch + (index + 1) / len(loader), batch
+
+
+def pad_to_common_length(batches, pad_token_id):
+    """Stack the runs' batches into one; shorter ones are padded (masked positions change nothing)."""
+    length = max(batch["input_ids"].size(-1) for batch in batches)
+    stacked = {}
+    for name in batches[0]:
+        tensors = [batch[name] for batch in batches]
+        if tensors[0].dim() == 2:
+            value = pad_token_id if name == "input_ids" else 0
+            tensors = [torch.nn.functional.pad(t, (0, length - t.size(-1)), value=value) for t in tensors]
+        stacked[name] = torch.stack(tensors)
+    return stacked
+
+
+def backward_together(model, parameters, batches, pad_token_id, bf16=False):
+    """Forward and backward of several runs at once through `model`.
+
+    parameters: per run, {name: its own tensor} for the same names (the per-run tensors); batches:
+    per run, its batch. Runs whose batches have the same size go through one vmapped
+    `functional_call` (their tensors stacked, `model`'s other tensors shared), padded to a common
+    length. Returns the runs' losses (detached); each run's tensors get their own gradients."""
+    def loss(params, batch):
+        return functional_call(model, params, args=(), kwargs=batch)["loss"]
+
+    batched_loss = vmap(loss, randomness="different")
+    device = next(iter(parameters[0].values())).device
+    losses, total = [None] * len(batches), 0
+    by_size = itertools.groupby(sorted(range(len(batches)), key=lambda i: len(batches[i]["labels"])),
+                                key=lambda i: len(batches[i]["labels"]))
+    for _, group in by_size:
+        group = list(group)
+        stacked = {name: torch.stack([parameters[i][name] for i in group]) for name in parameters[0]}
+        batch = pad_to_common_length([batches[i] for i in group], pad_token_id)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            group_losses = batched_loss(stacked, batch)
+        total = total + group_losses.sum()
+        for i, value in zip(group, group_losses.detach()):
+            losses[i] = value
+    total.backward()
+    return losses
+
+
+def train_together(runs, per_run):
+    """Train one stage of every run's model at once (as `trainer.train()` each would), stacking the
+    parameters named `per_run`. Returns (per-run step losses as 1-D tensors, per-run error or None)."""
+    first = runs[0].trainer
+    model, pad_token_id = first.model, first.data_collator.pad_token_id
+    flow = DefaultFlowCallback()
+    live = runs
+    while live:
+        model.train()
+        drawn = [next(run.batches) for run in live]
+        parameters = [{name: run.parameters[name] for name in per_run} for run in live]
+        losses = backward_together(model, parameters, [batch for _, batch in drawn], pad_token_id, first.args.bf16)
+        for run, (epoch, _), loss in zip(live, drawn, losses):
+            run.losses.append(loss)
+            run.epoch = epoch
+            run.update(flow)
+        live = [run for run in live if not run.done]
+    return [torch.stack(run.losses) for run in runs], [run.error for run in runs]

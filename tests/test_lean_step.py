@@ -1,0 +1,73 @@
+"""The lean step: no host-device sync in the forward, batch lengths rounded up, --torch_compile,
+each split scored once per state; none of it changes results beyond float noise."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.func import functional_call, vmap
+
+from src.delta import set_trainable
+from src.models import build_model
+from src.tasks import get_task
+from src.trainer import DeltaTrainer
+from tests.test_packed import assert_runs_equal, command, run_in
+
+SST2 = get_task("SST-2")
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_forward_has_no_data_dependent_branch(family, no_dropout_roberta, no_dropout_bert):
+    """vmap refuses Python branches on tensor values and `.item()`: the forward (soft prompt, padding
+    mask, adapters, label-word head, loss) runs under it, so it never waits for the device."""
+    model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=4, adapter_reduction_factor=16,
+                                 reference_mode=False,
+                                 model_name_or_path={"roberta": no_dropout_roberta, "bert": no_dropout_bert}[family])
+    model = build_model(model_args, SST2, [100, 200], ["adapter"], {"prompt"})
+    names = set_trainable(model, ["prompt", "bias", "adapter"])
+    ids = torch.randint(5, 1000, (2, 3, 12))
+    ids[:, :, 1:3] = torch.tensor([-1, -2])
+    mask = torch.ones_like(ids)
+    mask[0, 0, 9:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "mask_pos": torch.full((2, 3), 5),
+             "labels": torch.tensor([[0, 1, 0], [1, 1, 0]])}
+    parameters = dict(model.named_parameters())
+    stacked = {name: torch.stack([parameters[name], parameters[name] * 1.5]) for name in names}
+
+    def loss(params, inputs):
+        return functional_call(model, params, args=(), kwargs=inputs)["loss"]
+    losses = vmap(loss)(stacked, batch)
+    for k in range(2):
+        one = functional_call(model, {name: t[k] for name, t in stacked.items()}, args=(),
+                              kwargs={name: t[k] for name, t in batch.items()})["loss"]
+        assert losses[k].item() == pytest.approx(one.item(), abs=1e-6)
+
+
+def test_rounded_batch_lengths_change_nothing(no_dropout_roberta, data_root, tmp_path, monkeypatch):
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["42"], ["3e-4"])
+    assert run_in(tmp_path / "dynamic", argv, monkeypatch) == 0
+    assert run_in(tmp_path / "rounded", argv + ["--pad_to_multiple_of", "16"], monkeypatch) == 0
+    assert_runs_equal(tmp_path / "rounded", tmp_path / "dynamic", ignore={"pad_to_multiple_of"})
+
+
+def test_each_split_is_scored_once_per_state(tiny_roberta, data_root, tmp_path, monkeypatch):
+    scored = []
+    score = DeltaTrainer.score
+
+    def counting(self, dataset):
+        scored.append(dataset.split)
+        return score(self, dataset)
+    monkeypatch.setattr(DeltaTrainer, "score", counting)
+    assert run_in(tmp_path / "run", command(tiny_roberta, data_root, "bias", ["42"], ["1e-3"]), monkeypatch) == 0
+    # dev at steps 2 and 4; the best state: dev and test (the final scores reuse them); then train
+    assert scored == ["dev", "dev", "dev", "test", "train"]
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_prompt_bias_and_adapters_like_eager(no_dropout_roberta, data_root, tmp_path,
+                                                                   monkeypatch):
+    """--torch_compile (the Trainer's flag, inductor on CPU: about 2 minutes of compiling here)."""
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["42"], ["3e-4"], max_steps=2)
+    argv += ["--pad_to_multiple_of", "16"]
+    assert run_in(tmp_path / "eager", argv, monkeypatch) == 0
+    assert run_in(tmp_path / "compiled", argv + ["--torch_compile"], monkeypatch) == 0
+    assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore={"torch_compile", "torch_compile_backend"})

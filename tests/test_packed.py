@@ -1,0 +1,221 @@
+"""Packed runs (src/packed.py): K runs trained together equal the same K runs one by one.
+
+Tiny models with dropout off, the real k-shot SST-2 splits of seeds 13 and 42 (different lengths),
+run.py's `main` in process. Compared: the training loss at every step, the dev history, the final
+deltas (within 1e-5) and the log records (timing fields aside).
+"""
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import src.packed
+from run import main
+from src.multirun import expand_argv
+from src.trainer import DeltaTrainer
+
+COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias", "prompt,bias,adapter"]
+TIMING = {"wall_time", "time", "logging_dir"}  # logging_dir: HF's default holds the start time
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(params=["roberta", "bert"])
+def no_dropout_model(request, no_dropout_roberta, no_dropout_bert):
+    return {"roberta": no_dropout_roberta, "bert": no_dropout_bert}[request.param]
+
+
+def command(model, data_root, combination, seeds, learning_rates, max_steps=4):
+    """A short run.py command line; output_dir, log_file and the feature cache are relative (each
+    test runs in a folder of its own)."""
+    argv = ["--task_name", "SST-2", "--data_dir", str(data_root / "k-shot/SST-2/16-{seed}"),
+            "--model_name_or_path", model, "--template", "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
+            "--mapping", "{'0':'terrible','1':'great'}", "--training_params", combination, "--do_train",
+            "--max_steps", str(max_steps), "--eval_steps", "2", "--eval_strategy", "steps",
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "128", "--max_seq_length", "64",
+            "--learning_rate", *learning_rates, "--seed", *seeds, "--output_dir", "out/lr{learning_rate}-seed{seed}",
+            "--log_file", "log", "--feature_cache_dir", "cache", "--disable_tqdm", "true",
+            # Adam's step is about lr * sign(gradient) wherever |gradient| >> epsilon: at the default 1e-8,
+            # float noise flips the sign of near-zero gradients (tiny random models have many) and moves
+            # such a value by ~lr. A larger epsilon keeps those steps small in both runs alike, so the
+            # comparison measures the computation, not Adam's amplification of its noise.
+            "--adam_epsilon", "1e-6"]
+    return argv
+
+
+def records(folder):
+    return [json.loads(line) for line in (folder / "log").read_text().splitlines()]
+
+
+def assert_close(a, b, where="record"):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
+        for key in a:
+            assert_close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, abs=TOLERANCE), where
+    else:
+        assert a == b, where
+
+
+def without_timing(record, ignore=frozenset()):
+    return {key: value for key, value in record.items() if key not in TIMING | set(ignore)}
+
+
+@pytest.fixture
+def step_losses(monkeypatch):
+    """Per-run training losses at every step: {"single": [[...] per run], "packed": [[...] per run]}."""
+    seen = {"single": [], "packed": []}
+    training_step = DeltaTrainer.training_step
+
+    def single_step(self, *args, **kwargs):
+        loss = training_step(self, *args, **kwargs)
+        if self.state.global_step == 0:
+            seen["single"].append([])
+        seen["single"][-1].append(loss.item())
+        return loss
+    train_together = src.packed.train_together
+
+    def packed(runs, per_run):
+        losses, errors = train_together(runs, per_run)
+        seen["packed"].extend(run_losses.tolist() for run_losses in losses)
+        return losses, errors
+    monkeypatch.setattr(DeltaTrainer, "training_step", single_step)
+    monkeypatch.setattr(src.packed, "train_together", packed)
+    return seen
+
+
+def run_in(folder, argv, monkeypatch):
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return main(argv)
+
+
+def assert_runs_equal(packed, single, ignore=frozenset()):
+    """The runs logged in folder `packed` equal those in `single`: records (but timing and `ignore`
+    fields) and saved deltas within TOLERANCE."""
+    assert records(packed) and len(records(packed)) == len(records(single))
+    for record_p, record_s in zip(records(packed), records(single)):
+        assert_close(without_timing(record_p, ignore), without_timing(record_s, ignore))
+        delta_p = load_file(packed / record_p["output_dir"] / "delta.safetensors")
+        delta_s = load_file(single / record_s["output_dir"] / "delta.safetensors")
+        assert set(delta_p) == set(delta_s) and delta_p
+        for name in delta_p:
+            assert torch.allclose(delta_p[name], delta_s[name], atol=TOLERANCE, rtol=0), name
+
+
+def run_singles(folder, model, data_root, combination, seeds, learning_rates, monkeypatch):
+    """The runs of a pack one by one (same relative paths, another folder); their exit statuses."""
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return [main(command(model, data_root, combination, [seed], [learning_rate]))
+            for learning_rate in learning_rates for seed in seeds]
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root, tmp_path, monkeypatch, step_losses):
+    # seeds 13 and 42: other data splits (of other lengths), other initial deltas; all three
+    # methods at once also with two learning rates (4 runs). Adam turns gradient float noise
+    # (~1e-9, from padding to the pack's common length and batched kernels) into parameter
+    # differences proportional to the learning rate where a gradient is near zero (tiny random
+    # models have ~100 such elements): up to 2e-5 at 1e-3 after 4 steps (BERT, bias,adapter).
+    seeds = ["13", "42"]
+    learning_rates = ["3e-4", "1e-4"] if combination == "prompt,bias,adapter" else ["3e-4"]
+    runs = len(seeds) * len(learning_rates)
+    argv = command(no_dropout_model, data_root, combination, seeds, learning_rates)
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    assert run_singles(tmp_path / "single", no_dropout_model, data_root, combination, seeds, learning_rates,
+                       monkeypatch) == [0] * runs
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+    assert len(step_losses["packed"]) == len(step_losses["single"]) == runs
+    for packed, single in zip(step_losses["packed"], step_losses["single"]):
+        assert len(packed) == len(single) == 4
+        assert packed == pytest.approx(single, abs=TOLERANCE)
+
+
+def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch, step_losses):
+    """The GPU's precision path (bf16 autocast around the vmapped step) on CPU: bf16 noise only."""
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"])
+    argv += ["--bf16", "--use_cpu"]
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "42"):
+        single = command(no_dropout_roberta, data_root, "prompt,bias,adapter", [seed], ["3e-4"])
+        assert main(single + ["--bf16", "--use_cpu"]) == 0
+    for packed, single in zip(records(tmp_path / "packed"), records(tmp_path / "single")):
+        assert packed["bf16"] and packed["stages"][0]["eval_history"] == single["stages"][0]["eval_history"]
+    for packed, single in zip(step_losses["packed"], step_losses["single"]):
+        assert packed == pytest.approx(single, abs=1e-2)
+
+
+def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data_root, tmp_path, monkeypatch, capsys):
+    # seed 7 has no data folder; learning rate 1e30 makes the loss non-finite within two steps
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "7"], ["3e-4", "1e30"])
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 1
+    errors = sorted(line for line in capsys.readouterr().err.splitlines() if line.startswith("error: "))
+    missing = f"--data_dir must be an existing folder, got '{data_root}/k-shot/SST-2/16-7'"
+    assert errors[1:] == [f"error: run seed=7 learning_rate=0.0003: {missing}",
+                          f"error: run seed=7 learning_rate=1e+30: {missing}"], errors
+    assert re.fullmatch(r"error: run seed=13 learning_rate=1e\+30: the training loss is (nan|inf) at step \d", errors[0])
+    assert run_singles(tmp_path / "single", no_dropout_roberta, data_root, "prompt,bias,adapter", ["13"], ["3e-4"],
+                       monkeypatch) == [0]
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
+def test_skip_done_drops_logged_runs_from_the_pack(tiny_roberta, data_root, tmp_path, monkeypatch, capsys):
+    first = command(tiny_roberta, data_root, "bias", ["13", "42"], ["1e-3"], max_steps=2) + ["--skip_done"]
+    assert run_in(tmp_path / "run", first, monkeypatch) == 0
+    more = command(tiny_roberta, data_root, "bias", ["13", "42", "21"], ["1e-3"], max_steps=2) + ["--skip_done"]
+    assert main(more) == 0
+    assert capsys.readouterr().err.count("skip: log already holds this run") == 2
+    assert [record["seed"] for record in records(tmp_path / "run")] == [13, 42, 21]
+
+
+def test_full_fine_tuning_runs_one_after_another(tiny_roberta, data_root, tmp_path, monkeypatch, capsys):
+    assert run_in(tmp_path / "run", command(tiny_roberta, data_root, "all", ["13", "42"], ["1e-3"], max_steps=1),
+                  monkeypatch) == 0
+    assert "note: 2 runs one after another ('all' trains the base model itself" in capsys.readouterr().err
+    assert [record["seed"] for record in records(tmp_path / "run")] == [13, 42]
+
+
+EXPANSIONS = {  # command line -> the runs' command lines
+    "single run unchanged": (["--seed", "13", "--data_dir", "d"], [["--seed", "13", "--data_dir", "d"]]),
+    "placeholder in a single run": (["--seed=13", "--data_dir", "d/16-{seed}"],
+                                    [["--seed", "13", "--data_dir", "d/16-13"]]),
+    "learning rates outer, seeds inner; a folder per run": (
+        ["--learning_rate", "1e-3", "3e-4", "--seed", "13", "21", "--output_dir", "o", "--do_train"],
+        [["--learning_rate", lr, "--seed", seed, "--output_dir", f"o/lr{lr}-seed{seed}", "--do_train"]
+         for lr in ("1e-3", "3e-4") for seed in ("13", "21")]),
+    "output_dir with its own placeholder": (
+        ["--seed", "1", "2", "--output_dir=o/{seed}"],
+        [["--seed", "1", "--output_dir=o/1"], ["--seed", "2", "--output_dir=o/2"]]),
+    "json file": (["args.json"], [["args.json"]]),
+}
+
+
+@pytest.mark.parametrize("case", EXPANSIONS)
+def test_expand_argv(case):
+    argv, runs = EXPANSIONS[case]
+    assert expand_argv(argv) == runs
+
+
+def test_default_output_dir_gets_a_folder_per_run():
+    runs = expand_argv(["--seed", "1", "2"])
+    assert [run[run.index("--output_dir") + 1] for run in runs] == ["result/tmp/seed1", "result/tmp/seed2"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "1", "1"], "the same run is given twice"),
+    (["--seed", "1", "--seed", "2"], "--seed is given twice"),
+    (["--data_dir", "d/{seed}"], "{seed} is used but --seed is not given"),
+])
+def test_expand_argv_errors(argv, message):
+    from src.errors import UserError
+    with pytest.raises(UserError, match=message):
+        expand_argv(argv)
