@@ -66,6 +66,10 @@ def test_each_split_is_scored_once_per_state(tiny_roberta, data_root, tmp_path, 
 def test_torch_compile_trains_prompt_bias_and_adapters_like_eager(no_dropout_roberta, data_root, tmp_path,
                                                                    monkeypatch):
     """--torch_compile (the Trainer's flag, inductor on CPU: about 2 minutes of compiling here)."""
+    import torch._inductor.config
+    # Compile in this process: a pool of compile workers outlives the test and slowed the later
+    # tests of the same session about fourfold.
+    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)
     argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["42"], ["3e-4"], max_steps=2)
     argv += ["--pad_to_multiple_of", "16"]
     assert run_in(tmp_path / "eager", argv, monkeypatch) == 0
