@@ -91,12 +91,6 @@ class Experiment:
         self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
                             if self.model_args.few_shot_type != "finetune" else None)
 
-    def same_run(self):
-        """A test `record -> is it a record of this run?` (run identity, src/results.py)."""
-        from src.results import run_identity
-        identity = run_identity(self.arguments_record())
-        return lambda record: run_identity(record) == identity
-
     def arguments_record(self):
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
         record["training_params"] = " ".join(self.model_args.training_params)
@@ -195,11 +189,11 @@ class Experiment:
         With --skip_done, the log is checked again under its lock: of two identical runs finishing
         together, only the first is logged. An I/O error is one line; the metrics are printed already.
         """
-        from src.results import append_result
+        from src.results import append_result, same_run_as
         commit = None
         try:
             commit = write_delta() if self.trains else None
-            skip = self.same_run() if self.args.skip_done else None
+            skip = same_run_as(self.arguments_record()) if self.args.skip_done else None
             logged = append_result(self.args.log_file, record, skip_if=skip)
             if not logged:
                 print(f"skip: {self.args.log_file} already holds this run (logged while it ran)", file=sys.stderr)

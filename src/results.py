@@ -219,10 +219,15 @@ def setting_of(record: dict) -> dict:
     return {key: value for key, value in run_identity(record).items() if key not in REPLICATE_KEYS}
 
 
+def same_run_as(arguments: dict) -> Callable[[dict], bool]:
+    """A test `record -> is it a record of the run with these arguments?` (identity computed once)."""
+    identity = run_identity(arguments)
+    return lambda record: run_identity(record) == identity
+
+
 def is_logged(records, arguments: dict) -> bool:
     """True when `records` hold a run with the same identity as `arguments`."""
-    identity = run_identity(arguments)
-    return any(run_identity(record) == identity for record in records)
+    return any(map(same_run_as(arguments), records))
 
 
 def matches(record, condition):
