@@ -80,10 +80,11 @@ class Experiment:
         from transformers import AutoConfig, AutoTokenizer
 
         from src.arguments import check_model_config
+        from src.models import load_pretrained
         from src.templates import label_word_ids, parse_mapping
-        config = self.load_pretrained(AutoConfig, "model config")
+        config = load_pretrained(AutoConfig, self.model_args.model_name_or_path, "model config")
         check_model_config(config, self.model_args, self.data_args)
-        self.tokenizer = self.load_pretrained(AutoTokenizer, "tokenizer")
+        self.tokenizer = load_pretrained(AutoTokenizer, self.model_args.model_name_or_path, "tokenizer")
         if len(self.tokenizer) > config.vocab_size:
             raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
                             f"model's {config.vocab_size} embeddings")
@@ -227,13 +228,6 @@ class Experiment:
                     for split in splits}
         datasets.setdefault("test", datasets["dev"])
         return datasets
-
-    def load_pretrained(self, auto_class, what):
-        try:
-            return auto_class.from_pretrained(self.model_args.model_name_or_path)
-        except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
-            raise UserError(f"--model_name_or_path: cannot load {what} {self.model_args.model_name_or_path!r}: "
-                            f"{str(error).splitlines()[0]}") from error
 
 
 if __name__ == "__main__":

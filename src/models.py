@@ -98,11 +98,13 @@ def regression_prediction(logits, label_range: Tuple[float, float]) -> torch.Ten
     return low + torch.as_tensor(logits)[..., 1].exp() * (high - low)
 
 
-def load_pretrained(cls, name_or_path, **kwargs):
+def load_pretrained(cls, name_or_path: str, what: str = "model", **kwargs):
+    """`cls.from_pretrained`; a folder or hub name that does not load is one UserError line."""
     try:
         return cls.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
-        raise UserError(f"cannot load model {name_or_path!r}: {str(error).splitlines()[0]}") from error
+        raise UserError(f"--model_name_or_path: cannot load {what} {name_or_path!r}: "
+                        f"{str(error).splitlines()[0]}") from error
 
 
 def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], methods: Iterable[str],
