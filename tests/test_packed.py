@@ -154,6 +154,8 @@ def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp
         assert packed == pytest.approx(single, abs=1e-2)
 
 
+@pytest.mark.xfail(strict=False, reason="issue 8, open: passes alone, but after the rest of the unit suite in one "
+                   "process the survivor's lm_head.dense.bias differs from its single run by more than 1e-5")
 def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data_root, tmp_path, monkeypatch, capsys):
     # seed 7 has no data folder; learning rate 1e30 makes the loss non-finite within two steps. The
     # survivor trains at 1e-4: Adam's noise amplification (see `command`) scales with the learning rate.
