@@ -24,6 +24,18 @@ from src.results import check_writable  # noqa: E402
 
 @cli
 def main(argv=None):
+    """Run the command line's run(s); returns the exit status. The process environment is restored on
+    return: TrainingArguments exports settings (ACCELERATE_MIXED_PRECISION, ACCELERATE_DYNAMO_*) that
+    every later Trainer in the process would otherwise pick up (a later fp32 run computing in bf16)."""
+    saved = dict(os.environ)
+    try:
+        return run_all(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_all(argv):
     from src.multirun import expand_argv, label_of
     runs = expand_argv(sys.argv[1:] if argv is None else argv)
     experiments, status = [], 0

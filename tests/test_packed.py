@@ -5,6 +5,7 @@ run.py's `main` in process. Compared: the training loss at every step, the dev h
 deltas (within 1e-5) and the log records (timing fields aside).
 """
 import json
+import os
 import re
 
 import pytest
@@ -142,7 +143,11 @@ def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp
     """The GPU's precision path (bf16 autocast around the vmapped step) on CPU: bf16 noise only."""
     argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"])
     argv += ["--bf16", "--use_cpu"]
+    environment = dict(os.environ)
     assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    # TrainingArguments exported ACCELERATE_MIXED_PRECISION=bf16; main takes it back, so that later
+    # runs in this process compute in fp32 again
+    assert dict(os.environ) == environment
     (tmp_path / "single").mkdir()
     monkeypatch.chdir(tmp_path / "single")
     for seed in ("13", "42"):
@@ -154,8 +159,6 @@ def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp
         assert packed == pytest.approx(single, abs=1e-2)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 8, open: passes alone, but after the rest of the unit suite in one "
-                   "process the survivor's lm_head.dense.bias differs from its single run by more than 1e-5")
 def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data_root, tmp_path, monkeypatch, capsys):
     # seed 7 has no data folder; learning rate 1e30 makes the loss non-finite within two steps. The
     # survivor trains at 1e-4: Adam's noise amplification (see `command`) scales with the learning rate.
