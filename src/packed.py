@@ -25,6 +25,7 @@ With dropout > 0 every run draws its own masks (vmap randomness="different"), fr
 stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
 the single runs' within float noise (tests/test_packed.py).
 """
+import contextlib
 import itertools
 import math
 import sys
@@ -32,9 +33,10 @@ import time
 
 import torch
 from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.trainer_callback import DefaultFlowCallback, TrainerState
 
-from src.delta import rules_for, set_trainable
+from src.delta import METHODS, rules_for, set_trainable
 from src.errors import UserError
 from src.multirun import run_label
 from src.trainer import end_stage
@@ -55,8 +57,9 @@ def why_not_packed(experiment):
         return "nothing is trained"
     if model_args.few_shot_type == "finetune":
         return "finetune mode trains a new head per run"
-    if any("all" in stage.split(",") for stage in model_args.training_params):
-        return "'all' trains the base model itself"
+    trains_base = [name for stage in experiment.stages for name in stage if METHODS[name].trains_base]
+    if trains_base:
+        return f"{trains_base[0]!r} trains the base model itself"
     if args.gradient_accumulation_steps != 1:
         return "gradient accumulation"
     if args.fp16:
@@ -215,6 +218,9 @@ def backward_together(model, parameters, batches, pad_token_id, bf16=False):
 
     batched_loss = vmap(loss, randomness="different")
     device = next(iter(parameters[0].values())).device
+    # vmap has no batching rule for CPU flash attention (it would loop over the runs, with a warning);
+    # the math backend is plain batched matmuls. CUDA's attention kernels have batching rules.
+    cpu = device.type == "cpu"
     losses, total = [None] * len(batches), 0
     by_size = itertools.groupby(sorted(range(len(batches)), key=lambda i: len(batches[i]["labels"])),
                                 key=lambda i: len(batches[i]["labels"]))
@@ -222,7 +228,8 @@ def backward_together(model, parameters, batches, pad_token_id, bf16=False):
         group = list(group)
         stacked = {name: torch.stack([parameters[i][name] for i in group]) for name in parameters[0]}
         batch = pad_to_common_length([batches[i] for i in group], pad_token_id)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        attention = sdpa_kernel(SDPBackend.MATH) if cpu else contextlib.nullcontext()
+        with attention, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             group_losses = batched_loss(stacked, batch)
         total = total + group_losses.sum()
         for i, value in zip(group, group_losses.detach()):

@@ -511,19 +511,45 @@ def measure_packed(setup, results):
     for name in ("sequential", "packed"):
         results[f"packed_optimizer_steps_per_s_{name}"] = k * (units - 1) / seconds[name]
     results["packed_speedup_vs_sequential"] = seconds["sequential"] / seconds["packed"]
-    results["packed_max_abs_diff_vs_sequential"] = max_abs_diff(sequential, packed)
+    if setup.device.type == "cpu":
+        results["sequential_step_matmul_share"] = matmul_share(lambda: lean_step(units - 1))  # after its timing
+    differences = max_abs_diffs(sequential, packed)
+    results["packed_max_abs_diff_vs_sequential"] = max(differences.values())
+    results["packed_max_abs_diff_vs_sequential_except_key_bias"] = max(
+        difference for name, difference in differences.items() if not name.endswith(KEY_BIAS))
     # float-noise yardstick: the same sequential runs, each batch padded to a multiple of 16 (no
     # other change; padding is what packing adds too), after the same steps
     padded = runs_for_packing(setup, pad_to_multiple_of=16)
     for i in range(units):
         for run in padded:
             trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
-    results["sequential_padded_max_abs_diff_vs_sequential"] = max_abs_diff(sequential, padded)
+    results["sequential_padded_max_abs_diff_vs_sequential"] = max(max_abs_diffs(sequential, padded).values())
 
 
-def max_abs_diff(runs, other_runs):
-    """The largest difference of any trained value between two sets of the same runs."""
-    return max((a - b).abs().max().item() for one, other in zip(runs, other_runs) for a, b in zip(one.params, other.params))
+# The attention key bias adds q.b to every score of a query: softmax ignores it, so its gradient is
+# zero up to float noise, which Adam (|step| ~ lr where |gradient| >> eps) turns into steps. Its
+# value differs between any two float orders of the same runs and changes no output.
+KEY_BIAS = ".attention.self.key.bias"
+
+
+def max_abs_diffs(runs, other_runs):
+    """Per trained parameter name, the largest difference between two sets of the same runs."""
+    differences = {}
+    for one, other in zip(runs, other_runs):
+        names = [name for name, param in one.model.named_parameters() if param.requires_grad]
+        for name, a, b in zip(names, one.params, other.params):
+            differences[name] = max(differences.get(name, 0.0), (a - b).abs().max().item())
+    return differences
+
+
+def matmul_share(step):
+    """The share of `step`'s CPU time spent in matrix products (profiled once): a bound on what
+    packing can gain on CPU, where it shares weights but not floating-point work."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        step()
+    events = profile.key_averages()
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    return matmul / sum(e.self_cpu_time_total for e in events)
 
 
 # -- memory (one process per configuration) -----------------------------------------------------

@@ -29,8 +29,13 @@ class DeltaMethod:
     options: Tuple[str, ...] = ()              # run.py arguments passed to attach
     lr_grid: Tuple[float, ...] = COMBINATION_LR_GRID   # few-shot grid when trained alone (SPEC §7)
     in_paper: bool = True                      # one of the paper's combinable methods (default sweeps)
-    combinable: bool = True                    # may be combined with others (not `all`)
+    trains_base: bool = False                  # trains the pretrained weights themselves (`all`)
     template_part: Optional[str] = None        # a template part the method needs (prompt: *prompt*)
+
+    @property
+    def combinable(self) -> bool:
+        """May be combined with other methods: not when it trains the whole base model."""
+        return not self.trains_base
 
 
 METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
@@ -39,7 +44,7 @@ METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
     DeltaMethod("bias", "BF", "BitFit", bitfit.selects, lr_grid=(3e-3, 1e-3, 3e-4, 1e-4)),
     DeltaMethod("adapter", "AP", "Adapter", adapter.selects, adapter.attach, ("adapter_reduction_factor",)),
     DeltaMethod("lora", "LA", "LoRA", lora.selects, lora.attach, ("lora_r", "lora_alpha"), in_paper=False),
-    DeltaMethod("all", "FT", "Fine-tuning", lambda name: True, in_paper=False, combinable=False),
+    DeltaMethod("all", "FT", "Fine-tuning", lambda name: True, in_paper=False, trains_base=True),
 ]}
 
 
