@@ -7,16 +7,18 @@ parsed, built, trained, scored, saved and logged exactly as the single run with 
 
 How: every run builds its model as a single run does (seeded with its --seed, so the same prompt
 table and adapters); the tensors that are equal in all runs (the frozen base) are then shared, one
-copy in memory, and the rest stay each run's own leaf tensors (its delta). A training step stacks
-the runs' own tensors along a new leading dimension and calls one model through
-`torch.func.functional_call` under `torch.func.vmap` (base unbatched, delta and batch batched): each
-frozen matrix product is one call for all runs' batches. One backward of the summed losses gives each
-run its own gradients; each run's own Trainer-built AdamW, schedule and gradient clipping (its own
-global norm) then step its tensors; its own Trainer evaluates, keeps its best state and scores.
+copy in memory, and the rest (its delta) are stored stacked along a leading run dimension, each
+run's model holding its row as its own parameter (`RunStacks`). A training step calls one model
+through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and batch
+batched): each frozen matrix product is one call for all runs' batches, and the framework's cost per
+op is paid once for all runs. One backward of the summed losses gives each run its own gradients
+(rows of the stacks' gradients); each run's own Trainer-built AdamW, schedule and gradient clipping
+(its own global norm) then step its tensors; its own Trainer evaluates, keeps its best state and scores.
 Data order: each run's training data loader is the one its Trainer builds, created right after the
 Trainer (which seeds with the run's --seed), epoch after epoch as in `Trainer.train`. The loop is
-ours, not `Trainer.train`: Trainer callbacks other than its step/evaluation flow do not run, and
-the packed step is not compiled (`--torch_compile` still applies to each run's evaluation).
+ours, not `Trainer.train`: Trainer callbacks other than its step/evaluation flow do not run. With
+`--torch_compile` the vmapped forward (and so its backward) is compiled with the run's
+`--torch_compile_backend`/`--torch_compile_mode`, and each run's evaluation as in a single run.
 
 A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
 others go on (exit status 1). Setups that cannot share the base (`all`, finetune, zero-shot,
@@ -32,6 +34,7 @@ import sys
 import time
 
 import torch
+from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.trainer_callback import DefaultFlowCallback, TrainerState
@@ -98,12 +101,14 @@ def run_packed(experiments):
     results = {id(experiment): [] for experiment in live}
     trainers = {}
     for index, groups in enumerate(stages):
-        runs = []
         for experiment in live:
             set_trainable(experiment.model, groups)
+        stacks = RunStacks([experiment.model for experiment in live], per_run)
+        runs = []
+        for experiment in live:
             trainers[id(experiment)] = experiment.make_trainer(experiment.model)
             runs.append(PackedRun(trainers[id(experiment)]))
-        errors = train_together(runs, per_run)[1]
+        errors = train_together(runs, stacks)[1]
         restart = live[0].model_args.stage_init == "last" and index < len(stages) - 1
         still = []
         for experiment, error in zip(live, errors):
@@ -138,6 +143,62 @@ def share_frozen(models, rules):
     return sorted(per_run & set(dict(models[0].named_parameters())))
 
 
+class RunStacks:
+    """The per-run tensors of a pack, stored stacked: one tensor [runs, ...] per name, row i run i's.
+
+    Each run's model holds its row as its own parameter (a view of the stack: its Trainer, optimizer,
+    clipping, evaluations, restores and saved delta see an ordinary parameter), and once the stacks
+    have gradients, each row's gradient is a view of its stack's gradient. A packed step then hands
+    the stacks to the vmapped forward as they are: no stacking of every run's tensors before it and
+    no splitting of the gradients after it, which would cost launches in proportion to the runs.
+    Build it after `set_trainable` and before the runs' optimizers."""
+
+    def __init__(self, models, names):
+        self.stacks, self.rows = {}, [[] for _ in models]
+        first = models[0].get_parameter
+        # every name of each stacked tensor (tied names too): functional_call then needs no search
+        # for tied weights at each call
+        self.names = {alias: name for name in names for alias, param in models[0].named_parameters(
+            remove_duplicate=False) if param is first(name)}
+        for name in names:
+            own = [model.get_parameter(name) for model in models]
+            stack = torch.stack([param.detach() for param in own]).requires_grad_(own[0].requires_grad)
+            self.stacks[name] = stack
+            for i, (model, param) in enumerate(zip(models, own)):
+                row = nn.Parameter(stack[i].detach(), requires_grad=param.requires_grad)
+                rebind(model, param, row)
+                self.rows[i].append((row, stack))
+        self.linked = False
+
+    def of_runs(self, runs):
+        """{name: the rows of `runs`}, under every name of each tensor."""
+        everyone = list(runs) == list(range(len(self.rows)))
+        rows = {name: stack if everyone else stack[runs] for name, stack in self.stacks.items()}
+        return {alias: rows[name] for alias, name in self.names.items()}
+
+    def link_gradients(self):
+        """After the first backward: every row's gradient becomes a view of its stack's gradient."""
+        for i, rows in enumerate(self.rows):
+            for row, stack in rows:
+                if stack.grad is not None:
+                    row.grad = stack.grad[i]
+        self.linked = True
+
+    def zero_grad(self):
+        """Zero the stacks' gradients in place (their rows' views stay)."""
+        grads = [stack.grad for stack in self.stacks.values() if stack.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)
+
+
+def rebind(model, old, new):
+    """Replace parameter `old` of `model` by `new` under every name it has (tied names included)."""
+    for name, param in list(model.named_parameters(remove_duplicate=False)):
+        if param is old:
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, new)
+
+
 class PackedRun:
     """One run's side of a packed stage: its Trainer, data, optimizer, schedule and losses."""
 
@@ -152,18 +213,16 @@ class PackedRun:
         trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         trainer.state = TrainerState(max_steps=self.max_steps)
         trainer.state.compute_steps(args, self.max_steps)
-        self.parameters = dict(trainer.model.named_parameters())
         self.trained = [p for p in trainer.model.parameters() if p.requires_grad]
         self.losses, self.checked, self.error, self.done, self.epoch = [], 0, None, False, 0.0
 
     def update(self, flow):
-        """The Trainer's step after the backward: clip, AdamW, schedule, zero_grad; then evaluate or stop
-        when the Trainer's flow says so."""
+        """The Trainer's step after the backward: clip, AdamW, schedule (the gradients are zeroed for
+        all runs at once: `RunStacks.zero_grad`); then evaluate or stop when the Trainer's flow says so."""
         trainer, args, state = self.trainer, self.trainer.args, self.trainer.state
         torch.nn.utils.clip_grad_norm_(self.trained, args.max_grad_norm)
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
-        trainer.model.zero_grad()
         state.global_step += 1
         state.epoch = self.epoch
         trainer.control = flow.on_step_end(args, state, trainer.control)
@@ -206,31 +265,44 @@ def pad_to_common_length(batches, pad_token_id):
     return stacked
 
 
-def backward_together(model, parameters, batches, pad_token_id, bf16=False):
-    """Forward and backward of several runs at once through `model`.
-
-    parameters: per run, {name: its own tensor} for the same names (the per-run tensors); batches:
-    per run, its batch. Runs whose batches have the same size go through one vmapped
-    `functional_call` (their tensors stacked, `model`'s other tensors shared), padded to a common
-    length. Returns the runs' losses (detached); each run's tensors get their own gradients."""
+def packed_loss(model, compile_options=None):
+    """The runs' losses in one call: `model`'s loss under vmap over the runs' tensors (a dict of
+    stacks) and their batches (stacked); with `compile_options`, compiled by torch.compile(**options)."""
     def loss(params, batch):
-        return functional_call(model, params, args=(), kwargs=batch)["loss"]
+        return functional_call(model, params, args=(), kwargs=batch, tie_weights=False)["loss"]
 
-    batched_loss = vmap(loss, randomness="different")
-    device = next(iter(parameters[0].values())).device
+    batched = vmap(loss, randomness="different")
+    return batched if compile_options is None else torch.compile(batched, **compile_options)
+
+
+def compile_options(args):
+    """torch.compile's options from the Trainer's --torch_compile* arguments; None without --torch_compile."""
+    if not args.torch_compile:
+        return None
+    return {"backend": args.torch_compile_backend or "inductor", "mode": args.torch_compile_mode}
+
+
+def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
+    """Forward and backward of several runs at once through `batched_loss` (`packed_loss`).
+
+    stacks: the runs' own tensors (`RunStacks`, row i run i's); batches: run i's batch, or None for a
+    run that sits this step out. Runs whose batches have the same size go through one call (their
+    rows of the stacks, the model's other tensors shared), padded to a common length. Returns the
+    runs' losses (detached; None where no batch); the stacks' rows get their runs' gradients."""
+    device = next(iter(stacks.stacks.values())).device
     # vmap has no batching rule for CPU flash attention (it would loop over the runs, with a warning);
     # the math backend is plain batched matmuls. CUDA's attention kernels have batching rules.
     cpu = device.type == "cpu"
+    drawn = [i for i, batch in enumerate(batches) if batch is not None]
     losses, total = [None] * len(batches), 0
-    by_size = itertools.groupby(sorted(range(len(batches)), key=lambda i: len(batches[i]["labels"])),
-                                key=lambda i: len(batches[i]["labels"]))
-    for _, group in by_size:
+    size = lambda i: len(batches[i]["labels"])  # noqa: E731
+    for _, group in itertools.groupby(sorted(drawn, key=size), key=size):
         group = list(group)
-        stacked = {name: torch.stack([parameters[i][name] for i in group]) for name in parameters[0]}
+        rows = stacks.of_runs(group)
         batch = pad_to_common_length([batches[i] for i in group], pad_token_id)
         attention = sdpa_kernel(SDPBackend.MATH) if cpu else contextlib.nullcontext()
         with attention, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            group_losses = batched_loss(stacked, batch)
+            group_losses = batched_loss(rows, batch)
         total = total + group_losses.sum()
         for i, value in zip(group, group_losses.detach()):
             losses[i] = value
@@ -238,21 +310,24 @@ def backward_together(model, parameters, batches, pad_token_id, bf16=False):
     return losses
 
 
-def train_together(runs, per_run):
-    """Train one stage of every run's model at once (as `trainer.train()` each would), stacking the
-    parameters named `per_run`. Returns (per-run step losses as 1-D tensors, per-run error or None)."""
+def train_together(runs, stacks):
+    """Train one stage of every run's model at once (as `trainer.train()` each would); `stacks` holds
+    the runs' own tensors (`RunStacks`, rows in the order of `runs`). Returns (per-run step losses as
+    1-D tensors, per-run error or None)."""
     first = runs[0].trainer
     model, pad_token_id = first.model, first.data_collator.pad_token_id
+    batched_loss = packed_loss(model, compile_options(first.args))
     flow = DefaultFlowCallback()
-    live = runs
-    while live:
+    while not all(run.done for run in runs):
         model.train()
-        drawn = [next(run.batches) for run in live]
-        parameters = [{name: run.parameters[name] for name in per_run} for run in live]
-        losses = backward_together(model, parameters, [batch for _, batch in drawn], pad_token_id, first.args.bf16)
-        for run, (epoch, _), loss in zip(live, drawn, losses):
-            run.losses.append(loss)
-            run.epoch = epoch
-            run.update(flow)
-        live = [run for run in live if not run.done]
+        drawn = [None if run.done else next(run.batches) for run in runs]
+        losses = backward_together(batched_loss, stacks, [d and d[1] for d in drawn], pad_token_id, first.args.bf16)
+        if not stacks.linked:
+            stacks.link_gradients()
+        for run, step, loss in zip(runs, drawn, losses):
+            if step is not None:
+                run.losses.append(loss)
+                run.epoch = step[0]
+                run.update(flow)
+        stacks.zero_grad()
     return [torch.stack(run.losses) for run in runs], [run.error for run in runs]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
+import src.packed
 from src.delta import set_trainable
 from src.models import build_model
 from src.tasks import get_task
@@ -63,11 +64,20 @@ def test_each_split_is_scored_once_per_state(tiny_roberta, data_root, tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seeds", [["42"], ["13", "42"]], ids=["single run", "packed runs"])
 def test_torch_compile_trains_prompt_bias_and_adapters_like_eager(no_dropout_roberta, data_root, tmp_path,
-                                                                   monkeypatch):
-    """--torch_compile (the Trainer's flag, inductor on CPU: about 2 minutes of compiling here)."""
-    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["42"], ["3e-4"], max_steps=2)
+                                                                   monkeypatch, seeds):
+    """--torch_compile (the Trainer's flag, inductor on CPU: about 2 minutes of compiling here); packed
+    runs compile their vmapped step (src/packed.py) and each run's evaluation."""
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", seeds, ["3e-4"], max_steps=2)
     argv += ["--pad_to_multiple_of", "16"]
     assert run_in(tmp_path / "eager", argv, monkeypatch) == 0
+    compiled_with, packed_loss = [], src.packed.packed_loss
+
+    def recording(model, options):
+        compiled_with.append(options)
+        return packed_loss(model, options)
+    monkeypatch.setattr(src.packed, "packed_loss", recording)
     assert run_in(tmp_path / "compiled", argv + ["--torch_compile"], monkeypatch) == 0
+    assert compiled_with == ([{"backend": "inductor", "mode": None}] if len(seeds) > 1 else [])
     assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore={"torch_compile", "torch_compile_backend"})

@@ -1,12 +1,14 @@
-"""tools/benchmark.py --packed_runs 8 (small model, CPU): 8 runs of prompt,bias,adapter packed vs one
-after another. About a minute on 2 cores.
+"""tools/benchmark.py --packed_runs (CPU): runs of prompt,bias,adapter packed vs one after another.
+About two minutes on 2 cores.
 
-The issue's CPU targets (speedup >= 3, every delta value within 1e-5) are not met on this machine, and
-the tests say so (strict xfail: meeting them turns the tests red until the marks go).
-- Speed: 70% of a run's CPU step is matrix products (`sequential_step_matmul_share`), which packing
+The issue's CPU targets (small model, 8 runs: speedup >= 3, every delta value within 1e-5) are not
+met on this machine, and the tests say so (strict xfail: meeting them turns the tests red until the
+marks go).
+- Speed: 66-70% of a run's CPU step is matrix products (`sequential_step_matmul_share`), which packing
   does not reduce (each run still needs its own activations; larger products run no faster per FLOP
-  here), so no packing of these runs can exceed 1 / 0.70 = 1.4x. Padding the runs' batches to one
-  length adds work: measured 0.67x.
+  here), so no packing of these runs can exceed 1 / 0.66 = 1.5x. Padding the runs' batches to one
+  length adds work: measured 0.85-0.89x. Where the arithmetic is negligible and the framework's cost
+  per op dominates (`deep-narrow`, as on a GPU), packing pays: 2.5-2.7x with 20 runs.
 - Difference: 3.7e-5, all of it in the attention key biases; every other value is within 6e-6. A key
   bias cannot change any output (see KEY_BIAS in tools/benchmark.py): its gradient is float noise,
   which Adam turns into steps, so its value differs between any two float orders of the same run:
@@ -20,10 +22,9 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def figures(data_root, tmp_path_factory):
-    command = [sys.executable, "tools/benchmark.py", "--model_size", "small", "--packed_runs", "8", "--packed_only",
-               "--data_dir", str(data_root / "k-shot" / "SST-2" / "16-42"),
+def benchmark(data_root, tmp_path_factory, model_size, runs):
+    command = [sys.executable, "tools/benchmark.py", "--model_size", model_size, "--packed_runs", str(runs),
+               "--packed_only", "--data_dir", str(data_root / "k-shot" / "SST-2" / "16-42"),
                "--cache_dir", str(tmp_path_factory.mktemp("benchmark-features"))]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -31,8 +32,13 @@ def figures(data_root, tmp_path_factory):
     return {name: float(value) for name, value in lines.items() if name.startswith(("packed", "sequential", "lean"))}
 
 
+@pytest.fixture(scope="module")
+def figures(data_root, tmp_path_factory):
+    return benchmark(data_root, tmp_path_factory, "small", 8)
+
+
 CPU_IS_MATMUL_BOUND = pytest.mark.xfail(strict=True, reason="CPU: 70% of the step is matrix products, which packing "
-                                                            "does not reduce (measured 0.67x); see the module docstring")
+                                                            "does not reduce (measured 0.85-0.89x); see the module docstring")
 
 
 @pytest.mark.perf
@@ -67,3 +73,12 @@ def test_packed_difference_is_float_noise(figures):
 @pytest.mark.perf
 def test_lean_step_no_slower_than_the_former_step(figures):
     assert figures["lean_step_speedup_vs_former"] >= 0.9
+
+
+@pytest.mark.perf
+def test_packing_pays_where_the_cost_per_op_dominates(data_root, tmp_path_factory):
+    """roberta-large's depth at width 16 (the stand-in for a launch-bound GPU step): 20 packed runs
+    make at least twice the optimizer steps of the same runs one after another (measured 2.5-2.7x)."""
+    figures = benchmark(data_root, tmp_path_factory, "deep-narrow", 20)
+    assert figures["packed_speedup_vs_sequential"] >= 2
+    assert figures["packed_max_abs_diff_vs_sequential"] <= 1e-5

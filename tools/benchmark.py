@@ -58,7 +58,7 @@ from src.arguments import argument_defaults  # noqa: E402
 from src.delta import METHODS as DELTA_METHODS, attach_methods, rules_for, set_trainable, split_combination  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
-from src.packed import backward_together, share_frozen  # noqa: E402
+from src.packed import RunStacks, backward_together, packed_loss, share_frozen  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.templates import label_word_ids, parse_mapping  # noqa: E402
 from src.random_models import SIZES, roberta_tokenizer  # noqa: E402
@@ -73,6 +73,11 @@ MODEL_SIZES = {
               "num_attention_heads": 4, "intermediate_size": 1024},
     "base": SIZES["roberta-base"][1],
     "large": SIZES["roberta-large"][1],
+    # roberta-large's 24 layers (so its count of ops per step) at width 16: the arithmetic is
+    # negligible, so a CPU step costs what the framework costs per op, the part of a GPU step that
+    # the issue's table shows dominating (a stand-in for packing on a GPU, not a GPU measurement)
+    "deep-narrow": {**SIZES["roberta-large"][1], "hidden_size": 16, "num_attention_heads": 1,
+                    "intermediate_size": 64},
 }
 MEMORY_STEPS = 2  # step 2's backward holds weights, optimizer state, gradients and activations at once
 MEMORY_EVAL_BATCHES = 2  # the longest length-grouped batches come first
@@ -448,19 +453,22 @@ def run_batches(setup, seed, pad_to_multiple_of=None):
             for j in range(0, (setup.args.train_steps + 1) * size, size)]
 
 
-def runs_for_packing(setup, pad_to_multiple_of=None, count=None):
-    """`count` (default K) models (same base, each run's delta seeded by its seed), optimizers with the
-    run's learning rate."""
+def runs_for_packing(setup, pad_to_multiple_of=None, count=None, packed=False):
+    """`count` (default K) models (same base, one copy in memory; each run's delta seeded by its seed)
+    with optimizers at the runs' learning rates. Returns (runs, their RunStacks if `packed` else None)."""
     config = copy.deepcopy(setup.config)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    runs = []
-    for lr, seed in PACKED_GRID[:count or setup.args.packed_runs]:
-        model = build_model(setup, PACKED_METHODS, config=config, delta_seed=seed)
+    grid = PACKED_GRID[:count or setup.args.packed_runs]
+    models = [build_model(setup, PACKED_METHODS, config=config, delta_seed=seed) for _, seed in grid]
+    for model in models:
         model.train()
         set_trainable(model, PACKED_METHODS.split(","))
-        # one copy of the frozen base in memory (K roberta-large copies would not fit a GPU); it
-        # changes nothing in how each model computes
-        share_frozen([runs[0].model if runs else model, model], rules_for(PACKED_METHODS.split(",")))
+    # one copy of the frozen base in memory (K roberta-large copies would not fit a GPU); it changes
+    # nothing in how each model computes
+    per_run = share_frozen(models, rules_for(PACKED_METHODS.split(",")))
+    stacks = RunStacks(models, per_run) if packed else None
+    runs = []
+    for model, (lr, seed) in zip(models, grid):
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params)
         for group in optimizer.param_groups:
@@ -468,33 +476,34 @@ def runs_for_packing(setup, pad_to_multiple_of=None, count=None):
         scheduler = get_linear_schedule_with_warmup(optimizer, 0, setup.args.train_steps + 1)
         runs.append(SimpleNamespace(model=model, params=params, optimizer=optimizer, scheduler=scheduler,
                                     batches=run_batches(setup, seed, pad_to_multiple_of)))
-    return runs
+    return runs, stacks
 
 
 def measure_packed(setup, results):
     """K runs packed (one vmapped forward/backward over the shared base, then each run's clip, AdamW,
     schedule) vs the same K runs one after another (the Trainer step), round-robin: one unit = one
     step of every run. Then the largest difference of any delta value after the same steps."""
-    sequential, packed = runs_for_packing(setup), runs_for_packing(setup)
-    per_run = share_frozen([run.model for run in packed], rules_for(PACKED_METHODS.split(",")))
-    base = packed[0].model
+    sequential, (packed, stacks) = runs_for_packing(setup)[0], runs_for_packing(setup, packed=True)
     pad_token_id = setup.tokenizer.pad_token_id
 
     def one_by_one(i):
         for run in sequential:
             trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
 
+    batched_loss = packed_loss(packed[0].model)
+
     def together(i):
-        parameters = [{name: dict(run.model.named_parameters())[name] for name in per_run} for run in packed]
-        backward_together(base, parameters, [run.batches[i] for run in packed], pad_token_id, setup.args.bf16)
+        backward_together(batched_loss, stacks, [run.batches[i] for run in packed], pad_token_id, setup.args.bf16)
+        if not stacks.linked:
+            stacks.link_gradients()
         for run in packed:
             torch.nn.utils.clip_grad_norm_(run.params, 1.0)
             run.optimizer.step()
             run.scheduler.step()
-            run.model.zero_grad(set_to_none=True)
+        stacks.zero_grad()
 
     units = setup.args.train_steps + 1
-    lean, former = (runs_for_packing(setup, count=1)[0] for _ in range(2))
+    lean, former = (runs_for_packing(setup, count=1)[0][0] for _ in range(2))
 
     def former_step(i):
         step_with_former_syncs(setup, former.model, former.batches[i], former.optimizer, former.scheduler,
@@ -519,7 +528,7 @@ def measure_packed(setup, results):
         difference for name, difference in differences.items() if not name.endswith(KEY_BIAS))
     # float-noise yardstick: the same sequential runs, each batch padded to a multiple of 16 (no
     # other change; padding is what packing adds too), after the same steps
-    padded = runs_for_packing(setup, pad_to_multiple_of=16)
+    padded = runs_for_packing(setup, pad_to_multiple_of=16)[0]
     for i in range(units):
         for run in padded:
             trainer_step(setup, run.model, run.batches[i], run.optimizer, run.scheduler, run.params)
