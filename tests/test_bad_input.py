@@ -138,7 +138,8 @@ TOOL_CASES = {  # (tool, argv, culprit)
     **{f"benchmark {option} {value}": (benchmark, ["--data_dir", "x", option, value], option)
        for option, value in [("--max_seq_length", "7"), ("--train_batch_size", "0"), ("--eval_batch_size", "0"),
                              ("--train_steps", "0"), ("--reference_train_steps", "0"), ("--slow_eval_stride", "0"),
-                             ("--threads", "-1"), ("--seed", "-1"), ("--device", "tpu"), ("--model_size", "huge")]},
+                             ("--threads", "-1"), ("--seed", "-1"), ("--device", "tpu"), ("--model_size", "huge"),
+                             ("--packed_methods", "all"), ("--packed_methods", "prompt,foo")]},
 }
 
 

@@ -56,7 +56,7 @@ from src.checks import ArgumentParser, at_least, between, typed  # noqa: E402
 from src.dataset import Collator, FewShotDataset  # noqa: E402
 from src.arguments import argument_defaults  # noqa: E402
 from src.delta import METHODS as DELTA_METHODS, attach_methods, rules_for, set_trainable, split_combination  # noqa: E402
-from src.errors import cli  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
 from src.packed import RunStacks, backward_together, packed_loss, share_frozen  # noqa: E402
 from src.tasks import get_task  # noqa: E402
@@ -116,14 +116,27 @@ def parse_args(argv=None):
                              "and other load, every op waits for a descheduled OpenMP thread")
     parser.add_argument("--skip_memory", action="store_true", help="no memory measurements")
     parser.add_argument("--packed_runs", type=typed(int, at_least(0)), default=0,
-                        help="K > 0: also time K runs of prompt,bias,adapter (one grid's learning rates x seeds) "
+                        help="K > 0: also time K runs of --packed_methods (one grid's learning rates x seeds) "
                              "packed (src/packed.py) vs one after another, dropout off")
     parser.add_argument("--packed_only", action="store_true", help="only the --packed_runs comparison")
+    parser.add_argument("--packed_methods", type=packable, default=",".join(PAPER_METHODS),
+                        help="the combination the packed runs train (default: the paper's three together)")
     parser.add_argument("--seed", type=typed(int, between(0, 2**32 - 1, integer=True)), default=42)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
     return args
+
+
+def packable(spec):
+    """--packed_methods: a combination of the registry's methods that can share the frozen base."""
+    try:
+        names = split_combination(spec, option="--packed_methods")
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    if any(DELTA_METHODS[name].trains_base for name in names):
+        raise argparse.ArgumentTypeError(f"{spec!r} trains the base model itself: its runs cannot be packed")
+    return ",".join(names)
 
 
 def task_settings(task):
@@ -438,7 +451,6 @@ def measure_tokenisation(setup, results):
 
 # -- packed runs (the sweep view) ---------------------------------------------------------------
 
-PACKED_METHODS = ",".join(PAPER_METHODS)  # all three together
 PACKED_GRID = [(lr, seed) for lr in (1e-3, 3e-4, 1e-4, 3e-5) for seed in (13, 21, 42, 87, 100)]  # SPEC §7
 
 
@@ -459,13 +471,14 @@ def runs_for_packing(setup, pad_to_multiple_of=None, count=None, packed=False):
     config = copy.deepcopy(setup.config)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     grid = PACKED_GRID[:count or setup.args.packed_runs]
-    models = [build_model(setup, PACKED_METHODS, config=config, delta_seed=seed) for _, seed in grid]
+    methods = setup.args.packed_methods
+    models = [build_model(setup, methods, config=config, delta_seed=seed) for _, seed in grid]
     for model in models:
         model.train()
-        set_trainable(model, PACKED_METHODS.split(","))
+        set_trainable(model, methods.split(","))
     # one copy of the frozen base in memory (K roberta-large copies would not fit a GPU); it changes
     # nothing in how each model computes
-    per_run = share_frozen(models, rules_for(PACKED_METHODS.split(",")))
+    per_run = share_frozen(models, rules_for(methods.split(",")))
     stacks = RunStacks(models, per_run) if packed else None
     runs = []
     for model, (lr, seed) in zip(models, grid):

@@ -48,15 +48,15 @@ METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
 ]}
 
 
-def split_combination(spec: str) -> List[str]:
-    """'bias, prompt' -> ['prompt', 'bias']: known names, each once, in registry order."""
+def split_combination(spec: str, option: str = "--training_params") -> List[str]:
+    """'bias, prompt' -> ['prompt', 'bias']: known names, each once, in registry order (errors name `option`)."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
-        raise UserError(f"unknown delta method {unknown[0] if unknown else spec!r} in --training_params "
+        raise UserError(f"unknown delta method {unknown[0] if unknown else spec!r} in {option} "
                         f"(known: {', '.join(METHODS)})")
     if len(names) > 1 and not all(METHODS[n].combinable for n in names):
-        raise UserError(f"--training_params {spec!r}: {', '.join(n for n in names if not METHODS[n].combinable)} "
+        raise UserError(f"{option} {spec!r}: {', '.join(n for n in names if not METHODS[n].combinable)} "
                         "cannot be combined with other methods")
     return sorted(set(names), key=list(METHODS).index)
 
