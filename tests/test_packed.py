@@ -139,6 +139,23 @@ def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root,
         assert packed == pytest.approx(single, abs=TOLERANCE)
 
 
+@pytest.mark.parametrize("stage_init", ["last", "best"])
+def test_packed_multi_stage_runs_equal_single_runs(stage_init, no_dropout_roberta, data_root, tmp_path, monkeypatch):
+    """Stage 1 trains the biases, stage 2 the prompt and adapters over stage 1's biases (frozen now,
+    still each run's own): the packed runs' deltas are rebuilt per stage."""
+    def multi_stage(argv):
+        at = argv.index("--training_params")
+        return argv[:at + 1] + ["bias", "prompt,adapter", "--stage_init", stage_init] + argv[at + 2:]
+    argv = multi_stage(command(no_dropout_roberta, data_root, "bias", ["13", "42"], ["3e-4"]))
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "42"):
+        assert main(multi_stage(command(no_dropout_roberta, data_root, "bias", [seed], ["3e-4"]))) == 0
+    assert [len(record["stages"]) for record in records(tmp_path / "packed")] == [2, 2]
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
 def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch, step_losses):
     """The GPU's precision path (bf16 autocast around the vmapped step) on CPU: bf16 noise only."""
     argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"])
