@@ -319,7 +319,8 @@ def train_together(runs, stacks):
     batched_loss = packed_loss(model, compile_options(first.args))
     flow = DefaultFlowCallback()
     while not all(run.done for run in runs):
-        model.train()
+        if not model.training:  # after an evaluation (walking a large model's modules every step costs)
+            model.train()
         drawn = [None if run.done else next(run.batches) for run in runs]
         losses = backward_together(batched_loss, stacks, [d and d[1] for d in drawn], pad_token_id, first.args.bf16)
         if not stacks.linked:
