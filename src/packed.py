@@ -178,6 +178,8 @@ class RunStacks:
 
     def link_gradients(self):
         """After the first backward: every row's gradient becomes a view of its stack's gradient."""
+        if self.linked:
+            return
         for i, rows in enumerate(self.rows):
             for row, stack in rows:
                 if stack.grad is not None:
@@ -288,7 +290,7 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
     stacks: the runs' own tensors (`RunStacks`, row i run i's); batches: run i's batch, or None for a
     run that sits this step out. Runs whose batches have the same size go through one call (their
     rows of the stacks, the model's other tensors shared), padded to a common length. Returns the
-    runs' losses (detached; None where no batch); the stacks' rows get their runs' gradients."""
+    runs' losses (detached; None where no batch); the runs' parameters get their gradients."""
     device = next(iter(stacks.stacks.values())).device
     # vmap has no batching rule for CPU flash attention (it would loop over the runs, with a warning);
     # the math backend is plain batched matmuls. CUDA's attention kernels have batching rules.
@@ -307,6 +309,7 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
         for i, value in zip(group, group_losses.detach()):
             losses[i] = value
     total.backward()
+    stacks.link_gradients()
     return losses
 
 
@@ -323,8 +326,6 @@ def train_together(runs, stacks):
             model.train()
         drawn = [None if run.done else next(run.batches) for run in runs]
         losses = backward_together(batched_loss, stacks, [d and d[1] for d in drawn], pad_token_id, first.args.bf16)
-        if not stacks.linked:
-            stacks.link_gradients()
         for run, step, loss in zip(runs, drawn, losses):
             if step is not None:
                 run.losses.append(loss)

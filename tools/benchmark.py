@@ -507,8 +507,6 @@ def measure_packed(setup, results):
 
     def together(i):
         backward_together(batched_loss, stacks, [run.batches[i] for run in packed], pad_token_id, setup.args.bf16)
-        if not stacks.linked:
-            stacks.link_gradients()
         for run in packed:
             torch.nn.utils.clip_grad_norm_(run.params, 1.0)
             run.optimizer.step()
