@@ -7,6 +7,7 @@ deltas (within 1e-5) and the log records (timing fields aside).
 import json
 import os
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,10 @@ from safetensors.torch import load_file
 
 import src.packed
 from run import main
+from src.delta import rules_for, set_trainable
+from src.models import build_model
 from src.multirun import expand_argv
+from src.tasks import get_task
 from src.trainer import DeltaTrainer
 
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias", "prompt,bias,adapter"]
@@ -189,6 +193,41 @@ def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data
     assert run_singles(tmp_path / "single", no_dropout_roberta, data_root, "prompt,bias,adapter", ["13"], ["1e-4"],
                        monkeypatch) == [0]
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_run_stacks_keep_tied_weights_tied_and_rows_in_the_stacks(family, tiny_roberta, tiny_bert):
+    """Each run's delta parameters become rows of the stacks: a tied name (the MLM decoder bias) stays
+    the same parameter, an update of a run's parameter is its row of the stack, and after a backward
+    its gradient is a view of the stack's gradient."""
+    model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=2, adapter_reduction_factor=16,
+                                 reference_mode=False, model_name_or_path={"roberta": tiny_roberta, "bert": tiny_bert}[family])
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        models.append(build_model(model_args, get_task("SST-2"), [100, 200], ["adapter"], {"prompt"}))
+        set_trainable(models[-1], ["bias", "adapter"])
+    per_run = src.packed.share_frozen(models, rules_for(["bias", "adapter"]))
+    stacks = src.packed.RunStacks(models, per_run)
+    decoder = [model.mlm.get_output_embeddings() for model in models]
+    for i, model in enumerate(models):
+        output_bias = dict(model.named_parameters(remove_duplicate=False))
+        tied = [name for name in output_bias if output_bias[name] is decoder[i].bias]
+        assert len(tied) == 2 and tied[0] in stacks.stacks, tied
+        assert decoder[i].bias.data_ptr() == stacks.stacks[tied[0]][i].data_ptr()
+        with torch.no_grad():
+            decoder[i].bias.add_(i + 1.0)
+        assert torch.equal(stacks.stacks[tied[0]][i], decoder[i].bias)
+    assert not torch.equal(decoder[0].bias, decoder[1].bias)
+    ids = torch.tensor([[[0, -1, 5, 6, 2]]] * 2)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mask_pos": torch.tensor([[3]] * 2),
+             "labels": torch.tensor([[1]] * 2)}
+    src.packed.backward_together(src.packed.packed_loss(models[0]), stacks, [
+        {name: value[0] for name, value in batch.items()}, {name: value[1] for name, value in batch.items()}], 1)
+    for i, model in enumerate(models):
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                assert param.grad.data_ptr() == stacks.stacks[name].grad[i].data_ptr(), name
 
 
 def test_skip_done_drops_logged_runs_from_the_pack(tiny_roberta, data_root, tmp_path, monkeypatch, capsys):
