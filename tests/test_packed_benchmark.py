@@ -37,8 +37,8 @@ def figures(data_root, tmp_path_factory):
     return benchmark(data_root, tmp_path_factory, "small", 8)
 
 
-CPU_IS_MATMUL_BOUND = pytest.mark.xfail(strict=True, reason="CPU: 70% of the step is matrix products, which packing "
-                                                            "does not reduce (measured 0.85-0.89x); see the module docstring")
+CPU_IS_MATMUL_BOUND = pytest.mark.xfail(strict=True, reason="CPU: 66-70% of the step is matrix products, which "
+                                        "packing does not reduce (measured 0.85-0.89x); see the module docstring")
 
 
 @pytest.mark.perf
