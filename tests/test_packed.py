@@ -200,8 +200,9 @@ def test_run_stacks_keep_tied_weights_tied_and_rows_in_the_stacks(family, tiny_r
     """Each run's delta parameters become rows of the stacks: a tied name (the MLM decoder bias) stays
     the same parameter, an update of a run's parameter is its row of the stack, and after a backward
     its gradient is a view of the stack's gradient."""
-    model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=2, adapter_reduction_factor=16, reference_mode=False,
-                                 model_name_or_path={"roberta": tiny_roberta, "bert": tiny_bert}[family])
+    path = {"roberta": tiny_roberta, "bert": tiny_bert}[family]
+    model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=2, adapter_reduction_factor=16,
+                                 reference_mode=False, model_name_or_path=path)
     models = []
     for seed in (1, 2):
         torch.manual_seed(seed)
