@@ -222,7 +222,8 @@ class PackedRun:
         """The Trainer's step after the backward: clip, AdamW, schedule (the gradients are zeroed for
         all runs at once: `RunStacks.zero_grad`); then evaluate or stop when the Trainer's flow says so."""
         trainer, args, state = self.trainer, self.trainer.args, self.trainer.state
-        torch.nn.utils.clip_grad_norm_(self.trained, args.max_grad_norm)
+        if args.max_grad_norm is not None and args.max_grad_norm > 0:  # as Trainer.train: 0 turns clipping off
+            torch.nn.utils.clip_grad_norm_(self.trained, args.max_grad_norm)
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
         state.global_step += 1

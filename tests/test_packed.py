@@ -143,6 +143,18 @@ def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root,
         assert packed == pytest.approx(single, abs=TOLERANCE)
 
 
+def test_packed_runs_without_clipping_equal_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):
+    """--max_grad_norm 0 turns clipping off (as in Trainer.train), it does not zero the gradients."""
+    argv = command(no_dropout_roberta, data_root, "bias,adapter", ["13", "42"], ["3e-4"]) + ["--max_grad_norm", "0"]
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "42"):
+        single = command(no_dropout_roberta, data_root, "bias,adapter", [seed], ["3e-4"]) + ["--max_grad_norm", "0"]
+        assert main(single) == 0
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
 @pytest.mark.parametrize("stage_init", ["last", "best"])
 def test_packed_multi_stage_runs_equal_single_runs(stage_init, no_dropout_roberta, data_root, tmp_path, monkeypatch):
     """Stage 1 trains the biases, stage 2 the prompt and adapters over stage 1's biases (frozen now,
