@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments, get_scheduler
+from transformers.trainer_utils import SchedulerType
 
 from src.checks import Allowed, above, at_least, between, is_number, one_of
 from src.errors import UserError
@@ -69,6 +70,12 @@ TRAINER_FIELDS = {
     "adam_epsilon": above(0), "max_grad_norm": at_least(0, integer=False), "warmup_ratio": between(0, 1),
     "warmup_steps": at_least(0), "logging_steps": above(0), "dataloader_num_workers": at_least(0),
     "bf16": None, "fp16": NEEDS_GPU, "disable_tqdm": None,
+    # reduce_lr_on_plateau steps on the evaluation loss, which the evaluation here does not compute
+    "lr_scheduler_type": Allowed(
+        f"one of {', '.join(t.value for t in SchedulerType if t is not SchedulerType.REDUCE_ON_PLATEAU)} "
+        "(not reduce_lr_on_plateau: the evaluation computes no loss for it)",
+        lambda v: v in {t.value for t in SchedulerType} - {SchedulerType.REDUCE_ON_PLATEAU.value},
+        ("reduce_lr_on_plateau", "bogus")),
 }
 GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
           "log": "results log and sweeps"}
@@ -173,6 +180,22 @@ class DeltaTrainingArguments(TrainingArguments):
             super().__post_init__()
         except (ValueError, TypeError) as error:  # the Trainer's own checks
             raise UserError(str(error).strip().splitlines()[0]) from error
+        check_schedule(self)
+
+
+def check_schedule(args: TrainingArguments) -> None:
+    """Build the learning-rate schedule once over a dummy optimizer: a schedule that needs
+    --lr_scheduler_kwargs (cosine_with_min_lr, warmup_stable_decay, ...) fails here, with the Trainer's
+    own message, instead of once the model and data are loaded."""
+    import torch
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    steps = max(args.max_steps, 1)
+    try:
+        get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(steps),
+                      num_training_steps=steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"--lr_scheduler_type {args.lr_scheduler_type.value} needs --lr_scheduler_kwargs: "
+                        f"{str(error).strip().splitlines()[0]}") from error
 
 
 def _type_problem(value, hint):

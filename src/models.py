@@ -29,6 +29,10 @@ class PromptMLM(nn.Module):
         self.label_range = label_range
         self.reference_mode = reference_mode
 
+    def get_input_embeddings(self):
+        """The masked LM's word embeddings (the Trainer's NEFTune hooks them)."""
+        return self.mlm.get_input_embeddings()
+
     @property
     def regression(self):
         return self.label_range is not None

@@ -21,8 +21,9 @@ ours, not `Trainer.train`: Trainer callbacks other than its step/evaluation flow
 `--torch_compile_backend`/`--torch_compile_mode`, and each run's evaluation as in a single run.
 
 A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
-others go on (exit status 1). Setups that cannot share the base (`all`, finetune, zero-shot,
-gradient accumulation, fp16 loss scaling, several processes) run one after another instead.
+others go on (exit status 1). Setups that cannot share the base or that the Trainer changes outside
+the model (`all`, finetune, zero-shot, label smoothing, NEFTune, gradient accumulation, fp16 loss
+scaling, several processes) run one after another instead.
 With dropout > 0 every run draws its own masks (vmap randomness="different"), from another random
 stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
 the single runs' within float noise (tests/test_packed.py).
@@ -63,6 +64,10 @@ def why_not_packed(experiment):
     trains_base = [name for stage in experiment.stages for name in stage if METHODS[name].trains_base]
     if trains_base:
         return f"{trains_base[0]!r} trains the base model itself"
+    if args.label_smoothing_factor > 0:
+        return "the Trainer's label smoothing replaces the model's loss"
+    if args.neftune_noise_alpha:
+        return "the Trainer's NEFTune noise on the embeddings"
     if args.gradient_accumulation_steps != 1:
         return "gradient accumulation"
     if args.fp16:

@@ -58,6 +58,8 @@ CONSISTENCY_CASES = {
     "prompt without *prompt*": ({"cli": ["--training_params", "prompt",
                                          "--template", "*cls**sent_0*_It_was*mask*.*sep+*"]}, "--training_params"),
     "zero steps": ({"cli": ["--max_steps", "0"]}, "--max_steps"),
+    **{f"schedule {name} without its kwargs": ({"cli": ["--lr_scheduler_type", name]}, "--lr_scheduler_type")
+       for name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")},
     "bf16 without a GPU": ({"cli": ["--bf16"]}, "--bf16"),
     "no steps, no epochs": ({"cli": ["--max_steps", "-1", "--num_train_epochs", "0"]}, "--max_steps"),
     "beyond the positions": ({"cli": ["--max_seq_length", "100000"]}, "--max_seq_length"),

@@ -18,4 +18,4 @@ def test_help_shows_the_project_groups_before_the_trainer_options(capsys):
     for name in ("--task_name", "--template", "--model_name_or_path", "--training_params", "--learning_rate",
                  "--max_steps", "--log_file", "--skip_done"):
         assert name in project
-    assert "--lr_scheduler_type" in trainer and "--lr_scheduler_type" not in project
+    assert "--optim " in trainer and "--optim " not in project

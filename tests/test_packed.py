@@ -252,10 +252,16 @@ def test_skip_done_drops_logged_runs_from_the_pack(tiny_roberta, data_root, tmp_
     assert [record["seed"] for record in records(tmp_path / "run")] == [13, 42, 21]
 
 
-def test_full_fine_tuning_runs_one_after_another(tiny_roberta, data_root, tmp_path, monkeypatch, capsys):
-    assert run_in(tmp_path / "run", command(tiny_roberta, data_root, "all", ["13", "42"], ["1e-3"], max_steps=1),
-                  monkeypatch) == 0
-    assert "note: 2 runs one after another ('all' trains the base model itself" in capsys.readouterr().err
+@pytest.mark.parametrize("combination, extra, reason", [
+    ("all", [], "'all' trains the base model itself"),
+    ("bias", ["--label_smoothing_factor", "0.3"], "the Trainer's label smoothing replaces the model's loss"),
+    ("bias", ["--neftune_noise_alpha", "5"], "the Trainer's NEFTune noise on the embeddings"),
+], ids=["full fine-tuning", "label smoothing", "NEFTune"])
+def test_setups_that_cannot_pack_run_one_after_another(combination, extra, reason, tiny_roberta, data_root, tmp_path,
+                                                       monkeypatch, capsys):
+    argv = command(tiny_roberta, data_root, combination, ["13", "42"], ["1e-3"], max_steps=1) + extra
+    assert run_in(tmp_path / "run", argv, monkeypatch) == 0
+    assert f"note: 2 runs one after another ({reason}: no shared base)" in capsys.readouterr().err
     assert [record["seed"] for record in records(tmp_path / "run")] == [13, 42]
 
 
