@@ -141,8 +141,7 @@ def share_frozen(models, rules):
             if name in per_run or param is base[name]:
                 continue
             if torch.equal(param, base[name]):
-                owner, _, leaf = name.rpartition(".")
-                setattr(model.get_submodule(owner), leaf, base[name])
+                set_parameter(model, name, base[name])
             else:
                 per_run.add(name)
     return sorted(per_run & set(dict(models[0].named_parameters())))
@@ -160,18 +159,22 @@ class RunStacks:
 
     def __init__(self, models, names):
         self.stacks, self.rows = {}, [[] for _ in models]
-        first = models[0].get_parameter
-        # every name of each stacked tensor (tied names too): functional_call then needs no search
-        # for tied weights at each call
-        self.names = {alias: name for name in names for alias, param in models[0].named_parameters(
-            remove_duplicate=False) if param is first(name)}
+        # every name of each stacked tensor (tied names too, the same in every run's model):
+        # functional_call then needs no search for tied weights at each call
+        name_of = {id(models[0].get_parameter(name)): name for name in names}
+        self.names = {alias: name_of[id(param)] for alias, param in models[0].named_parameters(remove_duplicate=False)
+                      if id(param) in name_of}
+        aliases = {name: [] for name in names}
+        for alias, name in self.names.items():
+            aliases[name].append(alias)
         for name in names:
             own = [model.get_parameter(name) for model in models]
             stack = torch.stack([param.detach() for param in own]).requires_grad_(own[0].requires_grad)
             self.stacks[name] = stack
             for i, (model, param) in enumerate(zip(models, own)):
                 row = nn.Parameter(stack[i].detach(), requires_grad=param.requires_grad)
-                rebind(model, param, row)
+                for alias in aliases[name]:
+                    set_parameter(model, alias, row)
                 self.rows[i].append((row, stack))
         self.linked = False
 
@@ -198,12 +201,10 @@ class RunStacks:
             torch._foreach_zero_(grads)
 
 
-def rebind(model, old, new):
-    """Replace parameter `old` of `model` by `new` under every name it has (tied names included)."""
-    for name, param in list(model.named_parameters(remove_duplicate=False)):
-        if param is old:
-            owner, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(owner), leaf, new)
+def set_parameter(model, name, param):
+    """Make `param` the tensor that `model` holds under `name` (a dotted path)."""
+    owner, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(owner), leaf, param)
 
 
 class PackedRun:
