@@ -222,7 +222,7 @@ class PackedRun:
         trainer.state = TrainerState(max_steps=self.max_steps)
         trainer.state.compute_steps(args, self.max_steps)
         self.trained = [p for p in trainer.model.parameters() if p.requires_grad]
-        self.losses, self.checked, self.error, self.done, self.epoch = [], 0, None, False, 0.0
+        self.losses, self.error, self.done, self.epoch = [], None, False, 0.0
 
     def update(self, flow):
         """The Trainer's step after the backward: clip, AdamW, schedule (the gradients are zeroed for
@@ -235,21 +235,15 @@ class PackedRun:
         state.global_step += 1
         state.epoch = self.epoch
         trainer.control = flow.on_step_end(args, state, trainer.control)
-        if trainer.control.should_evaluate or trainer.control.should_training_stop:
-            self.check_losses()
-        if self.error is None and trainer.control.should_evaluate:
-            with trainer.tracking():
-                trainer.evaluate()
+        try:  # a non-finite loss (noted on the device, no sync per step) fails this run, as a single one
+            if trainer.control.should_training_stop:
+                trainer.check_finite_loss()
+            if trainer.control.should_evaluate:
+                with trainer.tracking():
+                    trainer.evaluate()
+        except UserError as error:
+            self.error = str(error)
         self.done = self.error is not None or trainer.control.should_training_stop
-
-    def check_losses(self):
-        """Losses stay on the device until here (no sync per step); a non-finite one fails the run."""
-        recent = torch.stack(self.losses[self.checked:])
-        bad = (~torch.isfinite(recent)).nonzero()
-        if len(bad):
-            step = self.checked + int(bad[0, 0])
-            self.error = f"the training loss is {recent[bad[0, 0]].item()} at step {step + 1}"
-        self.checked = len(self.losses)
 
 
 def epochs(loader):
@@ -288,7 +282,7 @@ def compile_options(args):
     """torch.compile's options from the Trainer's --torch_compile* arguments; None without --torch_compile."""
     if not args.torch_compile:
         return None
-    return {"backend": args.torch_compile_backend or "inductor", "mode": args.torch_compile_mode}
+    return {"backend": args.torch_compile_backend, "mode": args.torch_compile_mode}  # backend: set by the Trainer
 
 
 def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
@@ -336,6 +330,7 @@ def train_together(runs, stacks):
         for run, step, loss in zip(runs, drawn, losses):
             if step is not None:
                 run.losses.append(loss)
+                run.trainer.note_loss(loss)
                 run.epoch = step[0]
                 run.update(flow)
         stacks.zero_grad()

@@ -77,9 +77,13 @@ class DeltaTrainer(Trainer):
         """The Trainer's step; a NaN or infinite loss is remembered on the device (no host sync per
         step) and stops the run at the next evaluation or at the end of training."""
         loss = super().training_step(*args, **kwargs)
+        self.note_loss(loss)
+        return loss
+
+    def note_loss(self, loss):
+        """Remember on the device whether every training loss so far was finite (packed runs too)."""
         finite = torch.isfinite(loss.detach()).all()
         self._all_finite = finite if self._all_finite is None else self._all_finite & finite
-        return loss
 
     def check_finite_loss(self):
         """UserError when a training loss so far was NaN or infinite (nothing is logged or saved)."""
