@@ -5,6 +5,10 @@ Two ways to pick which run stands for a seed:
   reference  the paper's scripts: per setting (e.g. learning rate), the mean test score over seeds;
              the setting with the best mean *test* score wins; report its per-seed test scores.
 A setting is a run's identity without its seed and data split (`src.results.setting_of`).
+
+A run's data setting (`data_setting`) is `full` when it used --dev_as_test (full data: GLUE's test
+labels are hidden, so the dev set is also the test set; the full-data sweeps always pass it), else
+`K-shot` from its --num_k (the k-shot splits).
 """
 import math
 from typing import Iterable, List, Optional, Tuple
@@ -15,7 +19,10 @@ from src.errors import UserError
 from src.results import matches, metric_key, setting_of, with_run_facts
 from src.tasks import get_task
 
-PROTOCOLS = ("lm-bff", "reference")
+PROTOCOLS = {"lm-bff": "per seed, the run with the best dev score",
+             "reference": "the setting (learning rate, ...) with the best mean test score over seeds, "
+                          "as the paper's scripts did"}
+FULL_DATA = "full"
 ALWAYS_SETTING = ("learning_rate", "per_device_train_batch_size")
 
 
@@ -33,6 +40,11 @@ def _setting(record, setting, keys):
         return (("zero_shot", True),)
     return tuple((key, repr(setting.get(key)) if isinstance(setting.get(key), (list, dict)) else setting.get(key))
                  for key in keys)
+
+
+def data_setting(record: dict) -> str:
+    """'full' (a --dev_as_test run) or 'K-shot' (K = the record's --num_k, 16 by default)."""
+    return FULL_DATA if record.get("dev_as_test") else f"{record.get('num_k', 16)}-shot"
 
 
 def _metric(record, name):
@@ -60,9 +72,12 @@ def gather(records: Iterable[dict], condition: dict, key: Optional[str] = None, 
            test_task: Optional[str] = None) -> Optional[dict]:
     """Summarise the records matching `condition`; None when none matches.
 
-    Returns dict(mean, std, n, per_seed=[dict(seed, dev, test, setting)], setting, protocol,
-    dev_metric, test_metric); mean/std are fractions (std: population, ddof=0). `setting` is the
-    chosen setting (reference protocol) or None (lm-bff: each seed may pick another setting).
+    Returns dict(mean, std, n, seeds, dev, per_seed=[dict(seed, dev, test, setting)], setting,
+    settings, protocol, dev_metric, test_metric): mean ± std (fractions; population std, ddof=0) of
+    the chosen runs' test scores, their number, seeds and mean dev score. `setting` is the chosen
+    setting (reference protocol) or None (lm-bff: each seed may pick another setting); `settings`
+    lists every setting with the same summary (mean, std, n, seeds, dev) over each seed's best-dev
+    run of that setting.
     `test_task` reports another test set of the same task (MNLI: 'mnli-mm').
     """
     if protocol not in PROTOCOLS:
@@ -87,19 +102,27 @@ def gather(records: Iterable[dict], condition: dict, key: Optional[str] = None, 
     def setting(record):
         return _setting(record, settings[id(record)], keys)
 
+    by_setting = {}
+    for record in selected:
+        by_setting.setdefault(setting(record), []).append(record)
+    per_setting = {s: _best_per_seed(rs, dev_name) for s, rs in by_setting.items()}
+    summaries = {s: _summary(runs, dev_name, test_name) for s, runs in per_setting.items()}
     if protocol == "lm-bff":
         chosen, best_setting = _best_per_seed(selected, dev_name), None
     else:
-        by_setting = {}
-        for record in selected:
-            by_setting.setdefault(setting(record), []).append(record)
-        per_setting = {s: _best_per_seed(rs, dev_name) for s, rs in by_setting.items()}
-        best = max(per_setting, key=lambda s: _rank(np.mean([_metric(r, test_name)
-                                                             for r in per_setting[s].values()])))
+        best = max(summaries, key=lambda s: _rank(summaries[s]["mean"]))
         chosen, best_setting = per_setting[best], dict(best)
 
     per_seed = [dict(seed=seed, dev=_metric(r, dev_name), test=_metric(r, test_name),
                      setting=dict(setting(r))) for seed, r in chosen.items()]
-    tests = [row["test"] for row in per_seed]
-    return dict(mean=float(np.mean(tests)), std=float(np.std(tests)), n=len(tests), per_seed=per_seed,
-                setting=best_setting, protocol=protocol, dev_metric=dev_name, test_metric=test_name)
+    return dict(**_summary(chosen, dev_name, test_name), per_seed=per_seed, setting=best_setting,
+                settings=[dict(setting=dict(s), **summary) for s, summary in summaries.items()],
+                protocol=protocol, dev_metric=dev_name, test_metric=test_name)
+
+
+def _summary(runs, dev_name, test_name):
+    """Over `runs` (seed → run): mean ± population std of the test scores, their number, the seeds,
+    the mean dev score."""
+    dev = float(np.mean([_metric(r, dev_name) for r in runs.values()]))
+    tests = [_metric(r, test_name) for r in runs.values()]
+    return dict(mean=float(np.mean(tests)), std=float(np.std(tests)), n=len(tests), seeds=list(runs), dev=dev)

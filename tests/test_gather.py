@@ -116,7 +116,32 @@ def test_cli_prints_per_seed_lines_and_the_summary(log, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("protocol reference:") and "learning_rate=0.0001" in out[0]
     assert out[1].startswith("seed 13: sst-2_test_eval_acc 90.00 (dev 85.00;")
-    assert out[-1] == "sst-2_test_eval_acc: 88.00 ± 1.63 (n=3 seeds, protocol reference)"
+    assert out[-4:] == [
+        "settings (expected seeds 13 42 100: every seed of the matching runs):",
+        "  learning_rate=0.001, per_device_train_batch_size=4: test 82.00 ± 1.63, dev 86.00; 3 seeds",
+        "  learning_rate=0.0001, per_device_train_batch_size=4: test 88.00 ± 1.63, dev 86.00; 3 seeds",
+        "sst-2_test_eval_acc: 88.00 ± 1.63 (n=3 seeds, protocol reference)"]
+
+
+def test_cli_reports_each_settings_missing_seeds(tmp_path, capsys):
+    """Seed 100 ran only at lr 1e-3; --seeds adds seeds no run has."""
+    path = tmp_path / "log"
+    for record in SST2[:-1]:
+        append_result(path, record)
+    assert main(["--log_file", str(path), "--condition", str(CONDITION), "--protocol", "reference"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:] == [
+        "  learning_rate=0.001, per_device_train_batch_size=4: test 82.00 ± 1.63, dev 86.00; 3 seeds",
+        "  learning_rate=0.0001, per_device_train_batch_size=4: test 89.00 ± 1.00, dev 85.50; 2 seeds, missing 100",
+        "sst-2_test_eval_acc: 89.00 ± 1.00 (n=2 seeds, missing 100, protocol reference)"]
+    assert main(["--log_file", str(path), "--condition", str(CONDITION), "--seeds", "13", "21", "42", "87", "100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-4:] == [
+        "settings (expected seeds 13 21 42 87 100: --seeds):",
+        "  learning_rate=0.001, per_device_train_batch_size=4: test 82.00 ± 1.63, dev 86.00; 3 seeds, missing 21 87",
+        "  learning_rate=0.0001, per_device_train_batch_size=4: test 89.00 ± 1.00, dev 85.50; 2 seeds, "
+        "missing 21 87 100",
+        "sst-2_test_eval_acc: 82.00 ± 1.63 (n=3 seeds, missing 21 87, protocol lm-bff)"]
 
 
 def test_cli_exit_codes(log, tmp_path):

@@ -110,7 +110,7 @@ def log(tmp_path):
 def test_markdown(log, capsys):
     assert main(["--log_file", log, "--task", *TASKS, "--tag", "t"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "Protocol: lm-bff"
+    assert lines[0] == "Protocol: lm-bff; data: 16-shot"
     assert lines[2] == "| Task | " + " | ".join(COLUMNS) + " |"
     assert lines[4] == "| Tunable % | 0% | 1.75% | 0.09% | 1.84% | 0.003% | 1.76% | 0.09% | 1.85% |"
     assert lines[5].startswith("| *without templates (HARD=N)* |")
@@ -150,3 +150,20 @@ def test_other_registry_combinations_become_columns_after_the_papers():
     table = build_table(records() + lora, TASKS, tag="t")
     assert table["columns"] == COLUMNS + ["LoRA", "Prompt+LoRA"]
     assert all(cell is not None for block in table["blocks"] for _, row in block["rows"] for cell in row)
+
+
+def test_a_table_holds_one_data_setting(tmp_path, capsys):
+    """Full-data runs (--dev_as_test) and 16-shot runs never share a table: --setting picks one, and
+    a log holding both needs it."""
+    full = [dict(r, dev_as_test=True, **{k: v - .2 for k, v in r.items() if "_test_eval_" in k}) for r in records()]
+    assert build_table(records() + full, TASKS, tag="t", setting="16-shot")["blocks"] == \
+        build_table(records(), TASKS, tag="t")["blocks"]
+    cell = build_table(records() + full, ["SST-2"], tag="t", setting="full")["blocks"][0]["rows"][0][1][1]
+    assert cell == pytest.approx((expected("sst-2", "N", 1)[0] - 20, expected("sst-2", "N", 1)[1]))
+    path = tmp_path / "log"
+    for record in records() + full:
+        append_result(path, record)
+    assert main(["--log_file", str(path), "--task", *TASKS, "--tag", "t"]) == 2
+    assert "several data settings for these tasks (16-shot, full): choose one with --setting" in capsys.readouterr().err
+    assert main(["--log_file", str(path), "--task", *TASKS, "--tag", "t", "--setting", "full"]) == 0
+    assert capsys.readouterr().out.startswith("Protocol: lm-bff; data: full\n")

@@ -1,13 +1,17 @@
 """Summarise the runs of a results log that match a condition: mean ± std of the test metric over seeds.
 
-How a seed's run is chosen (protocols lm-bff and reference): src/summary.py.
+How a seed's run is chosen (protocols lm-bff and reference): src/summary.py. Besides the chosen
+runs, every setting (learning rate, ...) gets its mean ± std, its number of seeds and the seeds it
+misses. The expected seeds are --seeds, by default every seed of the runs that match the condition
+(so a setting that lacks a seed the others have is flagged; pass --seeds 13 21 42 87 100 to check
+against the sweeps' seeds).
 
 Usage: python tools/gather_result.py --condition "{'task_name': 'sst-2', 'tag': 'exp'}" [--key acc]
 """
 import ast
 import sys
 
-from src.checks import ArgumentParser
+from src.checks import ArgumentParser, at_least, typed
 from src.errors import UserError, cli
 from src.results import read_results
 from src.summary import PROTOCOLS, gather
@@ -30,7 +34,16 @@ def _describe(setting):
     return ", ".join(f"{k}={v}" for k, v in setting.items())
 
 
-def format_report(result):
+def _seeds(seeds, expected):
+    missing = [seed for seed in expected if seed not in seeds]
+    return f"{len(seeds)} seeds" + (f", missing {' '.join(map(str, missing))}" if missing else "")
+
+
+def format_report(result, expected_seeds=None):
+    """The chosen run per seed, every setting's summary, and the result; `expected_seeds` (default: every
+    seed of the matching runs) are the seeds whose absence is reported."""
+    seen = sorted({seed for s in result["settings"] for seed in s["seeds"]})
+    expected = seen if expected_seeds is None else expected_seeds
     if result["protocol"] == "lm-bff":
         how = f"per seed, the run with the best {result['dev_metric']}"
     else:
@@ -38,8 +51,13 @@ def format_report(result):
     lines = [f"protocol {result['protocol']}: {how}"]
     lines += [f"seed {row['seed']}: {result['test_metric']} {row['test'] * 100:.2f} "
               f"(dev {row['dev'] * 100:.2f}; {_describe(row['setting'])})" for row in result["per_seed"]]
+    origin = "every seed of the matching runs" if expected_seeds is None else "--seeds"
+    lines.append(f"settings (expected seeds {' '.join(map(str, expected))}: {origin}):")
+    lines += [f"  {_describe(s['setting'])}: test {s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}, "
+              f"dev {s['dev'] * 100:.2f}; {_seeds(s['seeds'], expected)}" for s in result["settings"]]
     lines.append(f"{result['test_metric']}: {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f} "
-                 f"(n={result['n']} seeds, protocol {result['protocol']})")
+                 f"(n={_seeds(result['seeds'], expected)}, "
+                 f"protocol {result['protocol']})")
     return "\n".join(lines)
 
 
@@ -52,6 +70,8 @@ def main(argv=None):
     parser.add_argument("--key", help="metric name (acc, f1, mcc, pearson); default: the task's main metric")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff")
     parser.add_argument("--test_task", help="report this test set instead (MNLI: mnli-mm)")
+    parser.add_argument("--seeds", type=typed(int, at_least(0)), nargs="+",
+                        help="the seeds every setting should have (default: every seed of the matching runs)")
     args = parser.parse_args(argv)
     conditions = [parse_condition(text) for text in args.condition]
     records = read_results(args.log_file)
@@ -64,7 +84,7 @@ def main(argv=None):
             print(f"no record in {args.log_file} matches {condition}", file=sys.stderr)
             status = 1
         else:
-            print(format_report(result))
+            print(format_report(result, args.seeds))
     return status
 
 
