@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers.activations import gelu
 
+from src.delta import METHODS
 from src.errors import UserError
 
 
@@ -100,7 +101,6 @@ def family_of(config) -> Family:
 
 def check_methods(family: Family, methods: Iterable[str]) -> None:
     """A UserError naming the method(s) of `methods` that cannot attach to `family`."""
-    from src.delta import METHODS
     through_adapters = [name for name in METHODS if name in set(methods) and METHODS[name].adapters_method]
     for name in through_adapters:
         needs = METHODS[name].adapters_method
