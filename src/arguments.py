@@ -264,11 +264,12 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
 
 
 def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments) -> None:
-    """Checks against the model's config (read before the weights): positions and adapter size."""
+    """Checks against the model's config (read before the weights): family, positions, methods and adapter size."""
+    from src.families import check_methods, family_of
+    family = family_of(config)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
-        # RoBERTa-style models count positions from pad_token_id + 1.
-        offset = (config.pad_token_id or 0) + 1 if "roberta" in config.model_type else 0
+        offset = family.position_offset(config)
         doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
         length = data_args.max_seq_length * (2 if doubled else 1)
         if length > positions - offset:
@@ -277,6 +278,7 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
                             f"{', halved by --double_demo' if doubled else ''}), got {data_args.max_seq_length}")
     from src.delta import split_combination
     methods = {name for stage in model_args.training_params for name in split_combination(stage)}
+    check_methods(family, methods | ({"adapter"} if model_args.use_adapter else set()))
     if ((model_args.use_adapter or "adapter" in methods)
             and config.hidden_size // model_args.adapter_reduction_factor < 1):
         raise UserError(f"--adapter_reduction_factor must be at most {config.hidden_size} (the hidden size of "

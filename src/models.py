@@ -9,11 +9,11 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
-from transformers.activations import gelu
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from src.delta import attach_methods, methods_for_template
 from src.errors import UserError
+from src.families import family_of
 from src.tasks import Task
 
 
@@ -24,6 +24,7 @@ class PromptMLM(nn.Module):
         super().__init__()
         self.mlm = mlm
         self.config = mlm.config
+        self.family = family_of(mlm.config)
         self.soft_prompt = None
         self.register_buffer("label_word_ids", torch.tensor(label_word_ids, dtype=torch.long), persistent=False)
         self.label_range = label_range
@@ -40,14 +41,10 @@ class PromptMLM(nn.Module):
     def label_word_scores(self, hidden):
         """MLM scores of the label words only: the head's transform, then just the label rows of
         the vocabulary projection (exact; 1.4x faster evaluation than the full vocabulary)."""
-        if hasattr(self.mlm, "lm_head"):  # RoBERTa family
-            head = self.mlm.lm_head
-            transformed = head.layer_norm(gelu(head.dense(hidden)))
-        else:  # BERT family
-            transformed = self.mlm.cls.predictions.transform(hidden)
-        decoder = self.mlm.get_output_embeddings()
+        head = self.family.head(self.mlm)
         ids = self.label_word_ids
-        return nn.functional.linear(transformed, decoder.weight[ids], decoder.bias[ids])
+        return nn.functional.linear(head.transform(hidden), head.weight[ids],
+                                    None if head.bias is None else head.bias[ids])
 
     def forward(self, input_ids, mask_pos, attention_mask=None, token_type_ids=None, labels=None):
         word_embeddings = self.mlm.get_input_embeddings()
@@ -55,11 +52,11 @@ class PromptMLM(nn.Module):
                   else word_embeddings(input_ids))
         rows = torch.arange(input_ids.size(0), device=input_ids.device)
         extra = {}
-        if token_type_ids is not None:
+        if token_type_ids is not None and self.family.takes_segment_ids(self.config):
             # `*sep+*` counts segments up (0, 1, 2, ... with two sentences or demonstrations); BERT has
             # two segment embeddings, so later segments share the last one.
             extra["token_type_ids"] = token_type_ids.clamp(max=self.config.type_vocab_size - 1)
-        if attention_mask is not None:
+        if attention_mask is not None and self.family.pairwise_mask:
             attention_mask = pairwise_mask(attention_mask)
         if self.reference_mode:
             vocab_scores = self.mlm(inputs_embeds=embeds, attention_mask=attention_mask, **extra).logits
@@ -115,11 +112,13 @@ def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], met
                 template_parts: Iterable[str] = ()) -> nn.Module:
     """The model for `few_shot_type`, with the modules of every delta method in `methods` attached,
     and those that the template's parts need (the soft prompt table for a *prompt* part)."""
+    config = load_pretrained(AutoConfig, model_args.model_name_or_path, "model config")
+    overrides = family_of(config).load_overrides(config)
     if model_args.few_shot_type == "finetune":
         model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
-                                num_labels=1 if task.regression else len(task.labels))
+                                num_labels=1 if task.regression else len(task.labels), **overrides)
     else:
-        model = PromptMLM(load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path), label_word_ids,
-                          label_range=task.label_range, reference_mode=model_args.reference_mode)
+        model = PromptMLM(load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path, **overrides),
+                          label_word_ids, label_range=task.label_range, reference_mode=model_args.reference_mode)
     attach_methods(model, set(methods) | set(methods_for_template(template_parts)), model_args)
     return model

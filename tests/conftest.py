@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from src.random_models import create  # noqa: E402
+from src.random_models import TINY_MODELS, create  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,34 +21,38 @@ def data_root():
     return DATA_ROOT
 
 
-@pytest.fixture(scope="session")
-def tiny_roberta(tmp_path_factory):
-    return str(create("roberta", tmp_path_factory.mktemp("tiny-roberta")))
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # ModernBERT has none anyway
+FAMILIES = list(TINY_MODELS)  # roberta, bert, deberta-v2, modernbert
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory):
-    return str(create("bert", tmp_path_factory.mktemp("tiny-bert")))
+def tiny(model_type, **overrides):
+    """A session fixture: the tiny model of `model_type` (src/random_models.py), made on first use."""
+    @pytest.fixture(scope="session")
+    def fixture(tmp_path_factory):
+        return str(create(model_type, tmp_path_factory.mktemp(f"tiny-{model_type}"), **overrides))
+    return fixture
 
 
-@pytest.fixture(scope="session", params=["roberta", "bert"])
-def tiny_model(request, tiny_roberta, tiny_bert):
+def fixture_name(family, no_dropout=False):
+    return f"{'no_dropout' if no_dropout else 'tiny'}_{family.replace('-', '_')}"
+
+
+tiny_roberta, tiny_bert, tiny_deberta_v2, tiny_modernbert = (tiny(family) for family in FAMILIES)
+# Tiny models without dropout: runs that must agree within float noise.
+no_dropout_roberta, no_dropout_bert, no_dropout_deberta_v2, no_dropout_modernbert = (
+    tiny(family, **NO_DROPOUT) for family in FAMILIES)
+
+
+@pytest.fixture
+def tiny_of(request):
+    """tiny_of(family, no_dropout=False) -> that family's tiny model folder (made on first use)."""
+    return lambda family, no_dropout=False: request.getfixturevalue(fixture_name(family, no_dropout))
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny_model(request):
     """Each test using this runs once per model family."""
-    return {"roberta": tiny_roberta, "bert": tiny_bert}[request.param]
-
-
-NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-@pytest.fixture(scope="session")
-def no_dropout_roberta(tmp_path_factory):
-    """Tiny models without dropout: runs that must agree within float noise."""
-    return str(create("roberta", tmp_path_factory.mktemp("tiny-roberta-no-dropout"), **NO_DROPOUT))
-
-
-@pytest.fixture(scope="session")
-def no_dropout_bert(tmp_path_factory):
-    return str(create("bert", tmp_path_factory.mktemp("tiny-bert-no-dropout"), **NO_DROPOUT))
+    return request.getfixturevalue(fixture_name(request.param))
 
 
 @pytest.fixture(scope="session")

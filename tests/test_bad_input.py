@@ -168,3 +168,42 @@ def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: --model_name_or_path: its tokenizer has ")
     assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()
+
+
+FAMILY_CASES = {  # family, extra arguments, the error's words (src/families.py)
+    "adapter with lora on ModernBERT": ("modernbert", ["--training_params", "adapter,lora"],
+                                        "the adapter and lora methods cannot attach together to modernbert models"),
+    "lora, then adapter, on ModernBERT": ("modernbert", ["--training_params", "lora", "adapter"],
+                                          "the adapter and lora methods cannot attach together to modernbert models"),
+    "--use_adapter with lora on ModernBERT": ("modernbert", ["--training_params", "lora", "--use_adapter"],
+                                              "the adapter and lora methods cannot attach together to modernbert"),
+    "prefix tuning on ModernBERT": ("modernbert", ["--training_params", "prefix"],
+                                    "the prefix method cannot attach to modernbert models: the adapters library "
+                                    "has no prefix_tuning support for modernbert"),
+    "a model type without a row": ("electra", [], "--model_name_or_path: model type 'electra' is not one of"),
+}
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES)
+def test_method_or_model_the_family_cannot_take(case, tiny_of, data_root, tmp_path, capsys, monkeypatch):
+    """One error line naming the method(s) and the family, before the model loads."""
+    import shutil
+
+    from src import models
+    from src.delta import METHODS, DeltaMethod
+    family, extra, words = FAMILY_CASES[case]
+    # prefix tuning as the adapters library's PrefixTuningConfig would register it (not a method here yet)
+    monkeypatch.setitem(METHODS, "prefix", DeltaMethod("prefix", "PF", "Prefix", lambda name: ".prefix" in name,
+                                                       in_paper=False, adapters_method="prefix_tuning"))
+    monkeypatch.setattr(models, "build_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    model = tmp_path / "model"
+    if family == "electra":  # a BERT-shaped model of a type that has no row
+        shutil.copytree(tiny_of("bert"), model)
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "model_type": "electra"}))
+    else:
+        shutil.copytree(tiny_of(family), model)
+    arguments = {**base_arguments(str(model), data_root, tmp_path), "training_params": None}
+    before = sorted(tmp_path.rglob("*"))
+    code = run.main(to_argv({k: v for k, v in arguments.items() if v is not None}) + extra)
+    assert_one_line_error(code, capsys, words, tmp_path, before)

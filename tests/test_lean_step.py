@@ -11,18 +11,18 @@ from src.delta import set_trainable
 from src.models import build_model
 from src.tasks import get_task
 from src.trainer import DeltaTrainer
+from tests.conftest import FAMILIES
 from tests.test_packed import assert_runs_equal, command, run_in
 
 SST2 = get_task("SST-2")
 
 
-@pytest.mark.parametrize("family", ["roberta", "bert"])
-def test_forward_has_no_data_dependent_branch(family, no_dropout_roberta, no_dropout_bert):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_has_no_data_dependent_branch(family, tiny_of):
     """vmap refuses Python branches on tensor values and `.item()`: the forward (soft prompt, padding
     mask, adapters, label-word head, loss) runs under it, so it never waits for the device."""
     model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=4, adapter_reduction_factor=16,
-                                 reference_mode=False,
-                                 model_name_or_path={"roberta": no_dropout_roberta, "bert": no_dropout_bert}[family])
+                                 reference_mode=False, model_name_or_path=tiny_of(family, no_dropout=True))
     model = build_model(model_args, SST2, [100, 200], ["adapter"], {"prompt"})
     names = set_trainable(model, ["prompt", "bias", "adapter"])
     ids = torch.randint(5, 1000, (2, 3, 12))

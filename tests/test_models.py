@@ -1,12 +1,15 @@
 """The prompt model: dynamic padding and mask-only scoring equal the reference computation."""
+import json
 from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from src.dataset import Collator, FewShotDataset
+from src.families import family_of
 from src.models import PromptMLM, build_model, regression_prediction
+from src.random_models import create
 from src.tasks import get_task
 from src.templates import label_word_ids, parse_mapping
 
@@ -22,8 +25,10 @@ def model_and_batch(model_dir, data_root, tmp_path, task_name="SST-2", seed_dir=
     words = label_word_ids(tokenizer, parse_mapping(task.mapping, task.labels), task.labels)
     model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
                                  adapter_reduction_factor=16, lora_r=8, lora_alpha=8, reference_mode=False)
+    # ModernBERT: the adapters library runs one of its methods at a time
+    attached = ["adapter"] if family_of(AutoConfig.from_pretrained(model_dir)).adapters_alone else ["adapter", "lora"]
     torch.manual_seed(0)
-    model = build_model(model_args, task, words, ["adapter", "lora"], {"prompt"}).eval()
+    model = build_model(model_args, task, words, attached, {"prompt"}).eval()
     with torch.no_grad():  # non-zero deltas, so that they take part in the comparison
         for name, parameter in model.named_parameters():
             if "adapter" in name or "soft_prompt" in name or "lora" in name:
@@ -32,7 +37,20 @@ def model_and_batch(model_dir, data_root, tmp_path, task_name="SST-2", seed_dir=
 
 
 def test_dynamic_padding_and_mask_only_head_match_the_reference(tiny_model, data_root, tmp_path):
-    model, items, pad_id = model_and_batch(tiny_model, data_root, tmp_path)
+    assert_matches_the_reference(tiny_model, data_root, tmp_path)
+
+
+def test_deberta_original_head_matches_the_reference(data_root, tmp_path):
+    """DeBERTa-v2 with config.legacy false: the original head (`lm_predictions`, v1/v2 checkpoints),
+    saved with tie_word_embeddings true as on the hub; untied at loading (src/families.py), it runs."""
+    folder = create("deberta-v2", tmp_path / "model", legacy=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    assert_matches_the_reference(str(folder), data_root, tmp_path)
+
+
+def assert_matches_the_reference(model_dir, data_root, tmp_path):
+    model, items, pad_id = model_and_batch(model_dir, data_root, tmp_path)
     dynamic = Collator(pad_id)(items)
     padded = Collator(pad_id, pad_to=128)(items)
     assert dynamic["input_ids"].shape[1] < 128

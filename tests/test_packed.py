@@ -22,13 +22,12 @@ from src.tasks import get_task
 from src.trainer import DeltaTrainer
 
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias", "prompt,bias,adapter"]
+# Every combination on RoBERTa and BERT; on the newer families the one with every method's modules
+# (tests/test_delta_training.py trains each combination on every family).
+FAMILY_COMBINATIONS = ([(family, combination) for family in ("roberta", "bert") for combination in COMBINATIONS]
+                       + [(family, "prompt,bias,adapter") for family in ("deberta-v2", "modernbert")])
 TIMING = {"wall_time", "time", "logging_dir"}  # logging_dir: HF's default holds the start time
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(params=["roberta", "bert"])
-def no_dropout_model(request, no_dropout_roberta, no_dropout_bert):
-    return {"roberta": no_dropout_roberta, "bert": no_dropout_bert}[request.param]
 
 
 def command(model, data_root, combination, seeds, learning_rates, max_steps=4):
@@ -122,8 +121,8 @@ def run_singles(folder, model, data_root, combination, seeds, learning_rates, mo
             for learning_rate in learning_rates for seed in seeds]
 
 
-@pytest.mark.parametrize("combination", COMBINATIONS)
-def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root, tmp_path, monkeypatch, step_losses):
+@pytest.mark.parametrize("family, combination", FAMILY_COMBINATIONS)
+def test_packed_runs_equal_single_runs(family, combination, tiny_of, data_root, tmp_path, monkeypatch, step_losses):
     # seeds 13 and 42: other data splits (of other lengths), other initial deltas; all three
     # methods at once also with two learning rates (4 runs). Adam turns gradient float noise
     # (~1e-9, from padding to the pack's common length and batched kernels) into parameter
@@ -132,6 +131,7 @@ def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root,
     seeds = ["13", "42"]
     learning_rates = ["3e-4", "1e-4"] if combination == "prompt,bias,adapter" else ["3e-4"]
     runs = len(seeds) * len(learning_rates)
+    no_dropout_model = tiny_of(family, no_dropout=True)
     argv = command(no_dropout_model, data_root, combination, seeds, learning_rates)
     assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
     assert run_singles(tmp_path / "single", no_dropout_model, data_root, combination, seeds, learning_rates,

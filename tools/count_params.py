@@ -2,8 +2,9 @@
 
 Builds the model from a config on the meta device: no weights, no download. Prints a header and
 `combination<TAB>trainable<TAB>percent` per combination of the delta registry's methods (the
-paper's seven first, then those with other methods such as LoRA, then `all`), counted against
-the whole model including the modules the combination adds (prompt table, adapters, LoRA).
+paper's seven first, then those with other methods such as LoRA, then `all`; those that the
+model's family cannot run are left out), counted against the whole model including the modules
+the combination adds (prompt table, adapters, LoRA).
 """
 import sys
 from types import SimpleNamespace
@@ -14,7 +15,8 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 from src.arguments import argument_defaults
 from src.delta import METHODS, attach_methods, count_parameters, paper_combinations, split_combination
 from src.checks import ArgumentParser, at_least, typed
-from src.errors import cli
+from src.errors import UserError, cli
+from src.families import FAMILIES, check_methods
 from src.models import PromptMLM
 from src.random_models import SIZES
 
@@ -49,8 +51,13 @@ def main(argv=None):
     parser.add_argument("--model_size", default="roberta-large", choices=sorted(SIZES))
     parser.add_argument("--prompt_num", type=typed(int, at_least(1)), default=10, help="soft-prompt vectors")
     args = parser.parse_args(argv)
+    family = FAMILIES[SIZES[args.model_size][0]]
     print("combination\ttrainable\tpercent")
     for combination in combinations():
+        try:
+            check_methods(family, split_combination(combination))
+        except UserError:  # a combination that the family cannot run (ModernBERT: adapter with lora)
+            continue
         result = count(args.model_size, combination, args.prompt_num)
         print(f"{combination}\t{result.trainable}\t{result.percent:.4g}")
     return 0

@@ -31,6 +31,7 @@ class DeltaMethod:
     in_paper: bool = True                      # one of the paper's combinable methods (default sweeps)
     trains_base: bool = False                  # trains the pretrained weights themselves (`all`)
     template_part: Optional[str] = None        # a template part the method needs (prompt: *prompt*)
+    adapters_method: Optional[str] = None      # the `adapters` method type it attaches (src/families.py)
 
     @property
     def combinable(self) -> bool:
@@ -42,8 +43,10 @@ METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
     DeltaMethod("prompt", "PT", "Prompt", prompt.selects, prompt.attach, ("prompt_num",),
                 lr_grid=(1e-2, 3e-3, 1e-3, 3e-4), template_part="prompt"),
     DeltaMethod("bias", "BF", "BitFit", bitfit.selects, lr_grid=(3e-3, 1e-3, 3e-4, 1e-4)),
-    DeltaMethod("adapter", "AP", "Adapter", adapter.selects, adapter.attach, ("adapter_reduction_factor",)),
-    DeltaMethod("lora", "LA", "LoRA", lora.selects, lora.attach, ("lora_r", "lora_alpha"), in_paper=False),
+    DeltaMethod("adapter", "AP", "Adapter", adapter.selects, adapter.attach, ("adapter_reduction_factor",),
+                adapters_method="bottleneck"),
+    DeltaMethod("lora", "LA", "LoRA", lora.selects, lora.attach, ("lora_r", "lora_alpha"), in_paper=False,
+                adapters_method="lora"),
     DeltaMethod("all", "FT", "Fine-tuning", lambda name: True, in_paper=False, trains_base=True),
 ]}
 
