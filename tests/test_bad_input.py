@@ -8,6 +8,7 @@ field with allowed values is covered without editing this file.
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import shutil
 import signal
@@ -186,6 +187,14 @@ def test_bad_tool_option(case, tmp_path, capsys, monkeypatch):
     (tmp_path / "log").write_text("")
     before = sorted(tmp_path.rglob("*"))
     assert_one_line_error(tool.main(argv), capsys, culprit, tmp_path, before)
+
+
+def test_an_argument_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
+    os.mkfifo(tmp_path / "args.json")
+    before = sorted(tmp_path.rglob("*"))
+    with no_hang():
+        code = run.main([str(tmp_path / "args.json")])
+    assert_one_line_error(code, capsys, "is not a regular file", tmp_path, before)
 
 
 def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp_path, capsys):
