@@ -320,9 +320,7 @@ def check_num_k(task: Any, data_args: DataArguments) -> None:
 
 
 def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments) -> None:
-    """Checks against the model's config (read before the weights): positions, adapter size; and the
-    headers of a local model's safetensors files (a truncated or foreign file fails now, not after the data)."""
-    check_weight_files(model_args.model_name_or_path)
+    """Checks against the model's config (read before the weights): positions and adapter size."""
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
         # RoBERTa-style models count positions from pad_token_id + 1.
@@ -347,10 +345,12 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
     if "lora" in methods and model_args.lora_r > config.hidden_size:
         raise UserError(f"--lora_r must be at most {config.hidden_size} (the hidden size of "
                         f"{model_args.model_name_or_path}), got {model_args.lora_r}")
+    check_weight_files(model_args.model_name_or_path)
 
 
 def check_weight_files(folder: str) -> None:
-    """Read the header of every safetensors file of a local model folder (a few kilobytes each)."""
+    """Read the header of every safetensors file of a local model folder (a few kilobytes each): a
+    truncated or foreign weights file fails before the data and the model load, not after."""
     from safetensors import SafetensorError, safe_open
     if not os.path.isdir(folder):
         return

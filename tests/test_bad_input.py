@@ -189,27 +189,6 @@ def test_bad_tool_option(case, tmp_path, capsys, monkeypatch):
     assert_one_line_error(tool.main(argv), capsys, culprit, tmp_path, before)
 
 
-def test_an_argument_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
-    os.mkfifo(tmp_path / "args.json")
-    before = sorted(tmp_path.rglob("*"))
-    with no_hang():
-        code = run.main([str(tmp_path / "args.json")])
-    assert_one_line_error(code, capsys, "is not a regular file", tmp_path, before)
-
-
-def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp_path, capsys):
-    import shutil
-    model = tmp_path / "model"
-    shutil.copytree(tiny_roberta, model)
-    config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))
-    code = run.main(to_argv({**base_arguments(tiny_roberta, data_root, tmp_path), "model_name_or_path": str(model)}))
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("error: --model_name_or_path: its tokenizer has ")
-    assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()
-
-
 @contextlib.contextmanager
 def no_hang(seconds=30):
     """Fail instead of hanging: a TimeoutError after `seconds` (e.g. in a blocking read of a FIFO)."""
@@ -265,3 +244,25 @@ def test_quickstart_arguments_override(monkeypatch, capsys):
     seen = parsed_runs(monkeypatch)
     quickstart.main(["--learning_rate", "3e-3"])
     assert seen == [(42, 3e-3)], capsys.readouterr().err[-2000:]
+
+
+def test_an_argument_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
+    os.mkfifo(tmp_path / "args.json")
+    before = sorted(tmp_path.rglob("*"))
+    with no_hang():
+        code = run.main([str(tmp_path / "args.json")])
+    assert_one_line_error(code, capsys, "is not a regular file", tmp_path, before)
+
+
+def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp_path, capsys):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_roberta, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))
+    code = run.main(to_argv({**base_arguments(tiny_roberta, data_root, tmp_path), "model_name_or_path": str(model)}))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: --model_name_or_path: its tokenizer has ")
+    assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()
+
