@@ -155,40 +155,6 @@ def test_every_checked_field_has_a_case_and_help():
         assert (allowed and allowed.rejected) or wrong_type(hint) is not None, f"no bad-input case for {f.name}"
 
 
-TOOL_CASES = {  # (tool, argv, culprit)
-    "k-shot --k 0": (generate_k_shot_data, ["--k", "0"], "--k"),
-    "k-shot --k -16": (generate_k_shot_data, ["--k", "-16"], "--k"),
-    "k-shot --seed -1": (generate_k_shot_data, ["--seed", "13", "-1"], "--seed"),
-    "k-shot --seed 2**32": (generate_k_shot_data, ["--seed", "4294967296"], "--seed"),
-    "k-shot --mode": (generate_k_shot_data, ["--mode", "k-shot-2x"], "--mode"),
-    "k-shot --task": (generate_k_shot_data, ["--task", "SST-7"], "--task"),
-    "k-shot unknown flag": (generate_k_shot_data, ["--kk", "16"], "--kk"),
-    "count_params --prompt_num 0": (count_params, ["--prompt_num", "0"], "--prompt_num"),
-    "count_params --model_size": (count_params, ["--model_size", "huge"], "--model_size"),
-    "gather --condition set": (gather_result, ["--condition", "{'sst-2'}"], "--condition"),
-    "gather --protocol": (gather_result, ["--condition", "{}", "--protocol", "best"], "--protocol"),
-    "make_table --protocol": (make_table, ["--task", "SST-2", "--protocol", "best"], "--protocol"),
-    "make_table no --task": (make_table, [], "--task"),
-    "plot no --output": (plot_mulstage, ["--task", "SST-2"], "--output"),
-    "task_args --hard": (task_args, ["--task", "SST-2", "--hard", "X"], "HARD"),
-    "task_args --task": (task_args, ["--task", "SST-7"], "SST-7"),
-    **{f"benchmark {option} {value}": (benchmark, ["--data_dir", "x", option, value], option)
-       for option, value in [("--max_seq_length", "7"), ("--train_batch_size", "0"), ("--eval_batch_size", "0"),
-                             ("--train_steps", "0"), ("--reference_train_steps", "0"), ("--slow_eval_stride", "0"),
-                             ("--threads", "-1"), ("--seed", "-1"), ("--device", "tpu"), ("--model_size", "huge"),
-                             ("--packed_methods", "all"), ("--packed_methods", "prompt,foo")]},
-}
-
-
-@pytest.mark.parametrize("case", TOOL_CASES)
-def test_bad_tool_option(case, tmp_path, capsys, monkeypatch):
-    tool, argv, culprit = TOOL_CASES[case]
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "log").write_text("")
-    before = sorted(tmp_path.rglob("*"))
-    assert_one_line_error(tool.main(argv), capsys, culprit, tmp_path, before)
-
-
 @contextlib.contextmanager
 def no_hang(seconds=30):
     """Fail instead of hanging: a TimeoutError after `seconds` (e.g. in a blocking read of a FIFO)."""
@@ -252,6 +218,40 @@ def test_an_argument_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, caps
     with no_hang():
         code = run.main([str(tmp_path / "args.json")])
     assert_one_line_error(code, capsys, "is not a regular file", tmp_path, before)
+
+
+TOOL_CASES = {  # (tool, argv, culprit)
+    "k-shot --k 0": (generate_k_shot_data, ["--k", "0"], "--k"),
+    "k-shot --k -16": (generate_k_shot_data, ["--k", "-16"], "--k"),
+    "k-shot --seed -1": (generate_k_shot_data, ["--seed", "13", "-1"], "--seed"),
+    "k-shot --seed 2**32": (generate_k_shot_data, ["--seed", "4294967296"], "--seed"),
+    "k-shot --mode": (generate_k_shot_data, ["--mode", "k-shot-2x"], "--mode"),
+    "k-shot --task": (generate_k_shot_data, ["--task", "SST-7"], "--task"),
+    "k-shot unknown flag": (generate_k_shot_data, ["--kk", "16"], "--kk"),
+    "count_params --prompt_num 0": (count_params, ["--prompt_num", "0"], "--prompt_num"),
+    "count_params --model_size": (count_params, ["--model_size", "huge"], "--model_size"),
+    "gather --condition set": (gather_result, ["--condition", "{'sst-2'}"], "--condition"),
+    "gather --protocol": (gather_result, ["--condition", "{}", "--protocol", "best"], "--protocol"),
+    "make_table --protocol": (make_table, ["--task", "SST-2", "--protocol", "best"], "--protocol"),
+    "make_table no --task": (make_table, [], "--task"),
+    "plot no --output": (plot_mulstage, ["--task", "SST-2"], "--output"),
+    "task_args --hard": (task_args, ["--task", "SST-2", "--hard", "X"], "HARD"),
+    "task_args --task": (task_args, ["--task", "SST-7"], "SST-7"),
+    **{f"benchmark {option} {value}": (benchmark, ["--data_dir", "x", option, value], option)
+       for option, value in [("--max_seq_length", "7"), ("--train_batch_size", "0"), ("--eval_batch_size", "0"),
+                             ("--train_steps", "0"), ("--reference_train_steps", "0"), ("--slow_eval_stride", "0"),
+                             ("--threads", "-1"), ("--seed", "-1"), ("--device", "tpu"), ("--model_size", "huge"),
+                             ("--packed_methods", "all"), ("--packed_methods", "prompt,foo")]},
+}
+
+
+@pytest.mark.parametrize("case", TOOL_CASES)
+def test_bad_tool_option(case, tmp_path, capsys, monkeypatch):
+    tool, argv, culprit = TOOL_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "log").write_text("")
+    before = sorted(tmp_path.rglob("*"))
+    assert_one_line_error(tool.main(argv), capsys, culprit, tmp_path, before)
 
 
 def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp_path, capsys):
