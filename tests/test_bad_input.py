@@ -265,4 +265,3 @@ def test_tokenizer_larger_than_the_model_vocabulary(tiny_roberta, data_root, tmp
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: --model_name_or_path: its tokenizer has ")
     assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()
-
