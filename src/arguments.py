@@ -221,16 +221,12 @@ def check_compile_options(backend: Optional[str], mode: Optional[str]) -> None:
 
 
 def parse_value(name: str, text: str) -> Any:
-    """`--name text` converted and checked as the command line does it (a UserError naming the option):
-    for the values of a packed flag (src/multirun.py), checked before any run starts."""
-    for dtype in (ModelArguments, DataArguments, DeltaTrainingArguments):
-        found = {f.name: f for f in dataclasses.fields(dtype)}.get(name)
-        if found is not None:
-            break
-    else:
-        raise UserError(f"unknown argument(s): --{name}")
+    """`--name text` converted and checked as the command line does it (a UserError naming the option), for
+    an option with allowed values: the values of a packed flag (src/multirun.py), checked before any run starts."""
+    dtype, found = next((d, f) for d in (ModelArguments, DataArguments, DeltaTrainingArguments)
+                        for f in dataclasses.fields(d) if f.name == name)
     kind = typing.get_type_hints(dtype)[name]
-    allowed = found.metadata.get("allowed") or TRAINER_FIELDS.get(name) or Allowed(f"a {kind.__name__}", lambda value: True)
+    allowed = found.metadata.get("allowed") or TRAINER_FIELDS[name]
     try:
         return typed(kind, allowed)(text)
     except argparse.ArgumentTypeError as error:
@@ -315,8 +311,8 @@ def check_num_k(task: Any, data_args: DataArguments) -> None:
     labels = [e.label < task.regression_split if task.regression else e.label for e in examples]
     counts = set(Counter(labels).values())
     if len(counts) == 1 and data_args.num_k not in counts:
-        raise UserError(f"--num_k {data_args.num_k} does not match the data: {data_file(task, data_args.data_dir, 'train')} "
-                        f"holds {counts.pop()} examples per label")
+        raise UserError(f"--num_k {data_args.num_k} does not match the data: "
+                        f"{data_file(task, data_args.data_dir, 'train')} holds {counts.pop()} examples per label")
 
 
 def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments) -> None:
