@@ -5,8 +5,10 @@
 is one run per (learning rate, seed), learning rates outer, trained together (`src/packed.py`).
 `{seed}` and `{learning_rate}` in any argument become the run's own value (the data split follows
 the seed through `--data_dir`). With several runs, each gets its own `--output_dir`: a folder
-`lr{learning_rate}-seed{seed}` (the flags given) under the given one, unless that has a placeholder.
-Plain Python: run.py expands its command line before importing anything heavy.
+`lr{learning_rate}-seed{seed}` (the flags given) under the given one, unless that has a placeholder
+(then every flag with several values needs its own, or the runs would share a folder).
+run.py expands its command line before any model or data loads; the values are checked by the
+parser's own rules (`src.arguments.parse_value`).
 """
 import dataclasses
 import itertools
@@ -105,9 +107,12 @@ def check_folders(runs):
     for run in runs:
         folder = os.path.normpath(output_dir_of(run)[1])
         if folder in folders:
-            raise UserError(f"--output_dir: runs {label_of(folders[folder])} and {label_of(run)} would both write "
-                            f"{folder}; give each value its placeholder ({', '.join(map(placeholder, PACKED_FLAGS))}) "
-                            "or none (a folder per run under it)")
+            other = folders[folder]
+            differing = [flag for flag in PACKED_FLAGS if flag in run and
+                         run[run.index(flag) + 1] != other[other.index(flag) + 1]]
+            raise UserError(f"--output_dir: runs of different {' and '.join(differing)} values would all write "
+                            f"{folder}; put {' and '.join(map(placeholder, differing))} in it, or no placeholder "
+                            "(a folder per run under it)")
         folders[folder] = run
 
 
