@@ -15,7 +15,7 @@ from pathlib import Path
 # core) made runs 2-3x slower, and this small model gains little from more threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from run import main  # noqa: E402
+import run  # noqa: E402
 from src.random_models import minilm_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -31,5 +31,11 @@ ARGUMENTS = [
     "--output_dir", "result/quickstart", "--log_file", "result/quickstart/log", "--tag", "quickstart",
 ]
 
+
+def main(argv=None) -> int:
+    """run.py with ARGUMENTS, then `argv` (the command line's), whose values override them."""
+    return run.main(ARGUMENTS + list(sys.argv[1:] if argv is None else argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(ARGUMENTS + sys.argv[1:]))
+    sys.exit(main())

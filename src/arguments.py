@@ -5,6 +5,7 @@ its help group as `metadata["group"]`; the Trainer fields this project relies on
 `TRAINER_FIELDS`. `check_fields` tests every field's type and allowed values when a dataclass is
 built (command line or JSON file alike), so a bad value is one `error:` line before anything loads.
 """
+import argparse
 import copy
 import dataclasses
 import json
@@ -13,14 +14,16 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from collections import Counter
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional
 
 from transformers import HfArgumentParser, TrainingArguments, get_scheduler
 from transformers.trainer_utils import SchedulerType
 
-from src.checks import Allowed, above, at_least, between, is_number, one_of
+from src.checks import Allowed, above, at_least, between, is_number, one_of, typed
 from src.errors import UserError
+from src.files import read_regular
 from src.tasks import TASKS
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
@@ -36,6 +39,8 @@ NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.str
 EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v), ("/nonexistent/path",))
 FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v), ("/nonexistent/folder",))
 SEED = between(0, 2**32 - 1, integer=True)
+# LoRA's alpha in use is a few to a few hundred; far beyond it the update overflows float32 at once.
+LORA_ALPHA_MAX = 4096
 
 
 def _has_cuda():
@@ -95,7 +100,8 @@ class ModelArguments:
                             "when --training_params lists adapter).", "delta")
     adapter_reduction_factor: int = arg(16, "adapter: bottleneck = hidden size / this.", "delta", at_least(1))
     lora_r: int = arg(8, "lora: rank of the low-rank update.", "delta", at_least(1))
-    lora_alpha: int = arg(8, "lora: scaling numerator (the update is scaled by alpha / r).", "delta", at_least(1))
+    lora_alpha: int = arg(8, "lora: scaling numerator (the update is scaled by alpha / r).", "delta",
+                          between(1, LORA_ALPHA_MAX, integer=True))
     prompt_num: int = arg(10, "Number of soft-prompt vectors (*prompt* in the template).", "delta", at_least(1))
     stage_init: str = arg("last", "Multi-stage: start each stage from the previous stage's 'last' parameters "
                           "(reference) or its 'best' dev state.", "delta", one_of("last", "best"))
@@ -122,7 +128,8 @@ class DataArguments:
     other_sent_limit: Optional[int] = arg(None, "Truncate the other sentences to this many tokens.", "data",
                                           at_least(1))
     truncate_head: bool = arg(False, "Truncate from the head instead of the tail.", "data")
-    num_k: int = arg(16, "Examples per class (recorded for bookkeeping).", "data", at_least(1))
+    num_k: int = arg(16, "Examples per class (recorded for bookkeeping); must match a k-shot train split "
+                     "(the same count for every label).", "data", at_least(1))
     num_sample: int = arg(16, "prompt-demo: demonstration sets per test example.", "data", at_least(1))
     num_demo: int = arg(1, "prompt-demo: demonstrations per class.", "data", at_least(1))
     double_demo: bool = arg(False, "prompt-demo: twice max_seq_length.", "data")
@@ -181,6 +188,8 @@ class DeltaTrainingArguments(TrainingArguments):
         except (ValueError, TypeError) as error:  # the Trainer's own checks
             raise UserError(str(error).strip().splitlines()[0]) from error
         check_schedule(self)
+        if self.torch_compile:
+            check_compile_options(self.torch_compile_backend, self.torch_compile_mode)
 
 
 def check_schedule(args: TrainingArguments) -> None:
@@ -196,6 +205,32 @@ def check_schedule(args: TrainingArguments) -> None:
     except (ValueError, TypeError) as error:
         raise UserError(f"--lr_scheduler_type {args.lr_scheduler_type.value} needs --lr_scheduler_kwargs: "
                         f"{str(error).strip().splitlines()[0]}") from error
+
+
+def check_compile_options(backend: Optional[str], mode: Optional[str]) -> None:
+    """--torch_compile_backend and --torch_compile_mode against what this torch offers, before anything loads
+    (torch.compile would otherwise fail at the first training step)."""
+    import torch._dynamo
+    import torch._inductor
+    if backend is not None and backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise UserError(f"--torch_compile_backend must be a backend of this torch (e.g. "
+                        f"{', '.join(torch._dynamo.list_backends())}), got {backend!r}")
+    modes = list(torch._inductor.list_mode_options())
+    if mode is not None and mode not in modes:
+        raise UserError(f"--torch_compile_mode must be one of {', '.join(modes)}, got {mode!r}")
+
+
+def parse_value(name: str, text: str) -> Any:
+    """`--name text` converted and checked as the command line does it (a UserError naming the option), for
+    an option with allowed values: the values of a packed flag (src/multirun.py), checked before any run starts."""
+    dtype, found = next((d, f) for d in (ModelArguments, DataArguments, DeltaTrainingArguments)
+                        for f in dataclasses.fields(d) if f.name == name)
+    kind = typing.get_type_hints(dtype)[name]
+    allowed = found.metadata.get("allowed") or TRAINER_FIELDS[name]
+    try:
+        return typed(kind, allowed)(text)
+    except argparse.ArgumentTypeError as error:
+        raise UserError(f"--{name} {error}") from None
 
 
 def _type_problem(value, hint):
@@ -256,11 +291,28 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
     except UserError as error:
         raise UserError(f"--mapping: {error}") from None
     stages = parse_stages(model_args.training_params, template_parts=template_parts)
+    check_num_k(get_task(data_args.task_name), data_args)
+    if model_args.delta_path:
+        from src.delta.checkpoint import check_delta
+        check_delta(model_args.delta_path)
     if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
                                                                         args.num_train_epochs <= 0)):
         raise UserError(f"--max_steps {args.max_steps} with --num_train_epochs {args.num_train_epochs} trains 0 "
                         "steps; give --max_steps > 0 (or leave out --do_train for a zero-shot evaluation)")
     return stages, template_parts
+
+
+def check_num_k(task: Any, data_args: DataArguments) -> None:
+    """--num_k against the train split: a k-shot split (the same count for every label) must hold num_k
+    examples per label. Other splits (full data) are not checked: there num_k only labels the run."""
+    from src.tasks import data_file, read_examples
+    examples = read_examples(task, data_args.data_dir, "train")
+    # Regression: the k-shot generator's two classes, scores below the task's split and the others.
+    labels = [e.label < task.regression_split if task.regression else e.label for e in examples]
+    counts = set(Counter(labels).values())
+    if len(counts) == 1 and data_args.num_k not in counts:
+        raise UserError(f"--num_k {data_args.num_k} does not match the data: "
+                        f"{data_file(task, data_args.data_dir, 'train')} holds {counts.pop()} examples per label")
 
 
 def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -276,6 +328,11 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
             raise UserError(f"--max_seq_length must be at most {(positions - offset) // (2 if doubled else 1)} "
                             f"for {model_args.model_name_or_path} ({positions - offset} positions"
                             f"{', halved by --double_demo' if doubled else ''}), got {data_args.max_seq_length}")
+        multiple = data_args.pad_to_multiple_of
+        if multiple and -(-length // multiple) * multiple > positions - offset:
+            raise UserError(f"--pad_to_multiple_of {multiple} rounds batches of up to {length} tokens up to "
+                            f"{-(-length // multiple) * multiple}, more than the {positions - offset} positions of "
+                            f"{model_args.model_name_or_path}")
     from src.delta import split_combination
     methods = {name for stage in model_args.training_params for name in split_combination(stage)}
     check_methods(family, methods | ({"adapter"} if model_args.use_adapter else set()))
@@ -286,6 +343,23 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
     if "lora" in methods and model_args.lora_r > config.hidden_size:
         raise UserError(f"--lora_r must be at most {config.hidden_size} (the hidden size of "
                         f"{model_args.model_name_or_path}), got {model_args.lora_r}")
+    check_weight_files(model_args.model_name_or_path)
+
+
+def check_weight_files(folder: str) -> None:
+    """Read the header of every safetensors file of a local model folder (a few kilobytes each): a
+    truncated or foreign weights file fails before the data and the model load, not after."""
+    from safetensors import SafetensorError, safe_open
+    if not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(folder, name), "pt"):
+                    pass
+            except (SafetensorError, OSError) as error:
+                raise UserError(f"--model_name_or_path: {os.path.join(folder, name)} is not a complete safetensors "
+                                f"file (truncated or damaged): {error}") from None
 
 
 class _Parser(HfArgumentParser):
@@ -342,9 +416,8 @@ def parse_args(argv=None):
 
 def _read_json_arguments(path, parser):
     try:
-        with open(path, encoding="utf-8") as file:
-            values = json.load(file)
-    except (OSError, ValueError, RecursionError) as error:
+        values = json.loads(read_regular(path, "argument file"))
+    except (ValueError, RecursionError) as error:
         raise UserError(f"cannot read argument file {path}: {error}") from error
     if not isinstance(values, dict):
         raise UserError(f"argument file {path} must hold a JSON object, got {type(values).__name__}")

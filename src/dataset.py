@@ -6,10 +6,11 @@ tokenizer's own pair encoding; `prompt-demo` appends sampled demonstrations (one
 at train time, `num_sample` sets per example otherwise, stored example-major).
 """
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,17 +106,20 @@ class FewShotDataset(Dataset):
                 f"{self.task.name}_{digest}.json")
         path = directory / name
         if not _writable(directory):
-            warnings.warn(f"cannot write the feature cache in {directory}; building the features uncached "
-                          f"(pass a writable cache_dir)")
+            warn_once(f"cannot write the feature cache in {directory}; building the features uncached "
+                      f"(pass a writable cache_dir)")
             return self._build_features()
-        with FileLock(str(path) + ".lock"):
-            if path.exists() and not overwrite:
-                features = _read_cache(path, key)
-                if features is not None:
-                    return features
-            features = self._build_features()
-            _write_cache(path, key, features)
-            return features
+        features = None
+        try:
+            with FileLock(str(path) + ".lock"):
+                if path.is_file() and not overwrite:
+                    features = _read_cache(path, key)
+                if features is None:
+                    features = self._build_features()
+                    _write_cache(path, key, features)
+        except OSError as error:  # e.g. the cache file or its lock is a folder
+            warn_once(f"cannot use the feature cache {path} ({error}); building the features uncached")
+        return features if features is not None else self._build_features()
 
     def _cache_key(self):
         data = hashlib.sha256(json.dumps([self.examples, self.support], default=dataclasses.astuple).encode())
@@ -258,15 +262,26 @@ def _read_cache(path, key):
             raise ValueError("its key does not match")
         return cached["features"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        warnings.warn(f"feature cache {path} is unreadable ({error}); rebuilding it")
+        warn_once(f"feature cache {path} is unreadable ({error}); rebuilding it")
         return None
 
 
 def _write_cache(path, key, features):
+    """Write under a temporary name, then move into place; the temporary file never stays behind."""
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump({"key": key, "features": features}, file, separators=(",", ":"))
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump({"key": key, "features": features}, file, separators=(",", ":"))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@functools.lru_cache(maxsize=None)
+def warn_once(message):
+    """A cache warning on stderr, once per process (every split of a run meets the same cache folder)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class Collator:

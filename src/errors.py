@@ -2,13 +2,17 @@
 import functools
 import sys
 
+# The shell's status for a process stopped by SIGINT (128 + 2).
+INTERRUPTED = 130
+
 
 class UserError(ValueError):
     """Input the user can fix: an unknown task, a bad template or mapping, a missing file."""
 
 
 def cli(main):
-    """Decorator for command-line mains: a UserError becomes `error: ...` on stderr and status 2."""
+    """Decorator for command-line mains: a UserError becomes `error: ...` on stderr and status 2;
+    Ctrl-C one line and status 130 (a run stopped before its end logs and saves nothing)."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
@@ -16,4 +20,7 @@ def cli(main):
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("error: interrupted (Ctrl-C); nothing unfinished was logged or saved", file=sys.stderr)
+            return INTERRUPTED
     return wrapper

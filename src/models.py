@@ -5,6 +5,7 @@ mask position goes through the LM head, and only the label words' rows of its vo
 projection (the reference scores the whole vocabulary at every
 position: `reference_mode=True` does that, for benchmarks and equivalence tests).
 """
+import os
 from typing import Iterable, List, Optional, Tuple
 
 import torch
@@ -100,12 +101,46 @@ def regression_prediction(logits, label_range: Tuple[float, float]) -> torch.Ten
 
 
 def load_pretrained(cls, name_or_path: str, what: str = "model", **kwargs):
-    """`cls.from_pretrained`; a folder or hub name that does not load is one UserError line."""
+    """`cls.from_pretrained`; a folder or hub name that does not load is one UserError line naming it.
+
+    A folder must hold config.json (transformers guesses a model type from the folder's name otherwise).
+    A hub name while the hub cannot be reached is looked up in the local cache only: huggingface_hub
+    would retry for about 25 s before saying the same."""
+    is_folder = os.path.isdir(name_or_path)
+    if is_folder and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        raise UserError(f"--model_name_or_path: the folder {name_or_path!r} holds no config.json (not a saved model)")
+    offline = None if is_folder else _hub_unreachable()
+    if offline:
+        kwargs["local_files_only"] = True
     try:
         return cls.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as error:  # ValueError: not a local folder nor a valid hub name
-        raise UserError(f"--model_name_or_path: cannot load {what} {name_or_path!r}: "
-                        f"{str(error).splitlines()[0]}") from error
+    except Exception as error:  # a model fails to load in many ways (OSError, SafetensorError, a tokenizer's
+        # ImportError or AttributeError, ...): each is a fault of the model's files, said in one line
+        if offline and isinstance(error, OSError):
+            why = f"it is not in the local Hugging Face cache and the hub is offline ({offline})"
+        else:
+            why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"--model_name_or_path: cannot load {what} {name_or_path!r}: {why}") from error
+
+
+def _hub_unreachable() -> Optional[str]:
+    """Why the Hugging Face hub cannot be reached, or None. Behind a proxy it is not probed (None)."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    from transformers.utils import is_offline_mode
+    if is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    if urllib.request.getproxies():
+        return None
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as error:
+        return f"{endpoint.hostname} cannot be reached: {error}"
+    return None
 
 
 def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], methods: Iterable[str],

@@ -5,11 +5,14 @@
 is one run per (learning rate, seed), learning rates outer, trained together (`src/packed.py`).
 `{seed}` and `{learning_rate}` in any argument become the run's own value (the data split follows
 the seed through `--data_dir`). With several runs, each gets its own `--output_dir`: a folder
-`lr{learning_rate}-seed{seed}` (the flags given) under the given one, unless that has a placeholder.
-Plain Python: run.py expands its command line before importing anything heavy.
+`lr{learning_rate}-seed{seed}` (the flags given) under the given one, unless that has a placeholder
+(then every flag with several values needs its own, or the runs would share a folder).
+run.py expands its command line before any model or data loads; the values are checked by the
+parser's own rules (`src.arguments.parse_value`).
 """
 import dataclasses
 import itertools
+import os
 
 from src.errors import UserError
 
@@ -33,7 +36,11 @@ def placeholder(flag):
 
 
 def expand_argv(argv):
-    """One argument list per run of a command line (a single run's list unchanged)."""
+    """One argument list per run of a command line (a single run's list unchanged).
+
+    A later `--seed`/`--learning_rate` replaces an earlier one (the scripts put extra arguments last);
+    several values come from one occurrence. Every value is checked here, before any run starts:
+    a bad value, two values that parse equal and runs that would share an output folder are errors."""
     argv = list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         return [argv]
@@ -49,10 +56,12 @@ def expand_argv(argv):
             while end < len(argv) and not argv[end].startswith("--"):
                 end += 1
         if flag in values:
-            raise UserError(f"{flag} is given twice")
+            skeleton.remove(flag)
         values[flag] = [inline] if sep else argv[i + 1:end]
         skeleton.append(flag)
         i = end
+    for flag, given in values.items():
+        check_values(flag, given)
     for flag in PACKED_FLAGS:
         if flag not in values and any(placeholder(flag) in arg for arg in skeleton):
             raise UserError(f"{placeholder(flag)} is used but {flag} is not given")
@@ -71,21 +80,58 @@ def expand_argv(argv):
                 arg = arg.replace(placeholder(flag), value)
             run.append(arg)
         runs.append(run)
-    if len({tuple(run) for run in runs}) < len(runs):
-        raise UserError("the same run is given twice (repeated --seed or --learning_rate value)")
+    check_folders(runs)
     return runs
+
+
+def check_values(flag, given):
+    """Each value of a packed flag is one the parser accepts, and no two are equal once parsed
+    (`--seed 13 013`, `--learning_rate 1e-3 0.001` would train the same run twice)."""
+    from src.arguments import parse_value
+    if not given:
+        raise UserError(f"{flag} needs a value")
+    seen = {}
+    for text in given:
+        value = parse_value(flag[2:], text)
+        if value in seen:
+            same = f"{text} is given twice" if seen[value] == text else f"{seen[value]} and {text} are the same value"
+            raise UserError(f"{flag}: {same} (the same run twice)")
+        seen[value] = text
+
+
+def check_folders(runs):
+    """Runs of a pack must not share an output folder (one delta would overwrite the other)."""
+    if len(runs) < 2:
+        return
+    folders = {}
+    for run in runs:
+        folder = os.path.normpath(output_dir_of(run)[1])
+        if folder in folders:
+            other = folders[folder]
+            differing = [flag for flag in PACKED_FLAGS if flag in run and
+                         run[run.index(flag) + 1] != other[other.index(flag) + 1]]
+            raise UserError(f"--output_dir: runs of different {' and '.join(differing)} values would all write "
+                            f"{folder}; put {' and '.join(map(placeholder, differing))} in it, or no placeholder "
+                            "(a folder per run under it)")
+        folders[folder] = run
+
+
+def output_dir_of(argv):
+    """(index of the last --output_dir in `argv` or None, its value or the default)."""
+    from src.arguments import DeltaTrainingArguments
+    position = None
+    output_dir = next(f.default for f in dataclasses.fields(DeltaTrainingArguments) if f.name == "output_dir")
+    for i, arg in enumerate(argv):
+        flag, sep, inline = arg.partition("=")
+        if flag == "--output_dir":
+            position, output_dir = i, inline if sep else (argv[i + 1:i + 2] or [""])[0]
+    return position, output_dir
 
 
 def with_run_folders(skeleton, folder):
     """Give each run its own --output_dir: `folder` (e.g. lr{learning_rate}-seed{seed}) under the
     given one (or the default), unless that has a placeholder already."""
-    from src.arguments import DeltaTrainingArguments
-    output_dir = next(f.default for f in dataclasses.fields(DeltaTrainingArguments) if f.name == "output_dir")
-    position = None
-    for i, arg in enumerate(skeleton):
-        flag, sep, inline = arg.partition("=")
-        if flag == "--output_dir":
-            position, output_dir = i, inline if sep else skeleton[i + 1]
+    position, output_dir = output_dir_of(skeleton)
     if any(placeholder(flag) in output_dir for flag in PACKED_FLAGS):
         return skeleton
     argument = ["--output_dir", f"{output_dir.rstrip('/')}/{folder}"]

@@ -17,7 +17,9 @@ from typing import Callable, Optional
 
 from filelock import FileLock, Timeout
 
+from src.checks import is_number
 from src.errors import UserError
+from src.files import bounded_lines, open_regular
 
 _MISSING = object()
 
@@ -82,8 +84,9 @@ def _warn_stderr(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _metric(value):
+    """A metric is a fraction or a correlation: a number in METRIC_RANGE (not NaN, not infinite)."""
+    return is_number(value) and METRIC_RANGE[0] <= value <= METRIC_RANGE[1]
 
 
 def _integer(value):
@@ -95,14 +98,14 @@ def _optional(test):
 
 
 def _scores(value):
-    return isinstance(value, dict) and all(isinstance(k, str) and _number(v) for k, v in value.items())
+    return isinstance(value, dict) and all(isinstance(k, str) and _metric(v) for k, v in value.items())
 
 
 def _stage(value):
     """One stage result: its groups, best step, dev history [[step, score], ...], and scores per split."""
     return (isinstance(value, dict) and isinstance(value.get("training_params"), str)
             and _optional(_integer)(value.get("best_step")) and isinstance(value.get("eval_history"), list)
-            and all(isinstance(p, list) and len(p) == 2 and _integer(p[0]) and _number(p[1])
+            and all(isinstance(p, list) and len(p) == 2 and _integer(p[0]) and _metric(p[1])
                     for p in value["eval_history"])
             and _scores(value.get("dev"))
             and all(_scores(v) for k, v in value.items() if k not in ("training_params", "best_step", "eval_history")))
@@ -110,7 +113,10 @@ def _stage(value):
 
 # A metric's key, as `metric_key` writes it: e.g. sst-2_test_eval_acc, mnli-mm_test_eval_acc.
 METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
-# What each field of a record must hold when present; every metric is a number.
+# Every metric of src/tasks.py's METRICS lies here: accuracy and F1 in [0, 1], Matthews and the
+# correlations in [-1, 1]. Anything else (NaN, 1e400, 10**4000) is a damaged value.
+METRIC_RANGE = (-1, 1)
+# What each field of a record must hold when present; every metric is a number in METRIC_RANGE.
 RECORD_FIELDS = {
     "task_name": ("a string", lambda v: isinstance(v, str)),
     "tag": ("a string or null", _optional(lambda v: isinstance(v, str))),
@@ -120,12 +126,12 @@ RECORD_FIELDS = {
     "model_name_or_path": ("a string", lambda v: isinstance(v, str)),
     "do_train": ("true or false", lambda v: isinstance(v, bool)),
     "seed": ("an integer", _integer),
-    "learning_rate": ("a number", _number),
+    "learning_rate": ("a finite number", is_number),
     "per_device_train_batch_size": ("an integer", _integer),
     "max_steps": ("an integer", _integer),
     "trainable_params": ("an integer >= 0", lambda v: _integer(v) and v >= 0),
     "total_params": ("an integer > 0", lambda v: _integer(v) and v > 0),
-    "trainable_percent": ("a number in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
+    "trainable_percent": ("a number in [0, 100]", lambda v: is_number(v) and 0 <= v <= 100),
     "stages": ("a list of stage results", lambda v: isinstance(v, list) and all(_stage(s) for s in v)),
     "combination": ("a string or null", _optional(lambda v: isinstance(v, str))),
     "hard": ("Y, N or null", lambda v: v in ("Y", "N", None)),
@@ -141,21 +147,21 @@ def record_problem(record: object) -> Optional[str]:
         if key in record and not test(record[key]):
             return f"{key} is not {text}"
     for key, value in record.items():
-        if METRIC_KEY.fullmatch(key) and not _number(value):
-            return f"metric {key} is not a number"
+        if METRIC_KEY.fullmatch(key) and not _metric(value):
+            return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
     return None
 
 
 def read_results(path, warn=_warn_stderr):
-    """All valid records of the log at `path`; each damaged or invalid line is skipped and reported via `warn`."""
+    """All valid records of the log at `path` (a regular file); each damaged or invalid line is skipped and
+    reported via `warn`."""
     path = os.fspath(path)
-    try:
-        f = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UserError(f"results log {path!r} does not exist") from None
     records = []
-    with f:
-        for number, line in enumerate(f, 1):
+    with open_regular(path, "results log") as f:
+        for number, line in enumerate(bounded_lines(f), 1):
+            if line is None:
+                warn(f"{path}:{number}: skipped a damaged line (longer than any record)")
+                continue
             if not line.strip():
                 continue
             try:

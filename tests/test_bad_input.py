@@ -5,8 +5,13 @@ The run.py cases are generated from the argument dataclasses: every field's reje
 `Allowed.rejected`) on the command line, and a wrong-typed value in a JSON argument file. A new
 field with allowed values is covered without editing this file.
 """
+import contextlib
 import dataclasses
 import json
+import os
+import random
+import shutil
+import signal
 import typing
 
 import pytest
@@ -67,6 +72,32 @@ CONSISTENCY_CASES = {
                                      "--adapter_reduction_factor"),
     "LoRA rank above the hidden size": ({"cli": ["--training_params", "lora", "--lora_r", "1000"]}, "--lora_r"),
     "missing model": ({"cli": ["--model_name_or_path", "/nonexistent/model"]}, "--model_name_or_path"),
+    # a copy of the tiny model in the folder named, damaged: (folder, damage(weights file))
+    "model weights truncated": ({"model": ("model", lambda w: w.write_bytes(w.read_bytes()[:w.stat().st_size // 2]))},
+                                "model.safetensors is not a complete safetensors file"),
+    "model weights random bytes": ({"model": ("model", lambda w: w.write_bytes(random.Random(0).randbytes(10**5)))},
+                                   "model.safetensors is not a complete safetensors file"),
+    # (transformers guesses a model type from the folder's name: 'mpt' in 'empty')
+    "model folder empty": ({"model": ("empty", lambda w: shutil.rmtree(w.parent) or w.parent.mkdir())},
+                           "holds no config.json"),
+    "pad beyond the positions": ({"cli": ["--pad_to_multiple_of", "100000"]}, "--pad_to_multiple_of"),
+    "unknown compile backend": ({"cli": ["--torch_compile", "--torch_compile_backend", "no_such_backend"]},
+                                "--torch_compile_backend"),
+    "unknown compile mode": ({"cli": ["--torch_compile_mode", "bogus-mode"]}, "--torch_compile_mode"),
+    "num_k other than the split's": ({"cli": ["--num_k", "8"]}, "--num_k 8 does not match the data"),
+    "LoRA alpha 1e29": ({"cli": ["--training_params", "lora", "--lora_alpha", str(10**29)]}, "--lora_alpha"),
+    "empty method name": ({"cli": ["--training_params", "prompt,,bias"]}, "an empty method name"),
+    "method listed twice": ({"cli": ["--training_params", "bias,bias"]}, "bias listed twice"),
+    # packed flags: every value checked before any run starts
+    "--seed without a value": ({"cli": ["--seed"]}, "--seed needs a value"),
+    "--seed 13 x": ({"cli": ["--seed", "13", "x"]}, "--seed must be an integer in [0, 4294967295], got 'x'"),
+    "--seed 13 -1": ({"cli": ["--seed", "13", "-1"]}, "got '-1'"),
+    "--learning_rate 1e-3 0": ({"cli": ["--learning_rate", "1e-3", "0"]}, "--learning_rate must be"),
+    "--seed 13 013": ({"cli": ["--seed", "13", "013"]}, "13 and 013 are the same value"),
+    "--learning_rate 1e-3 0.001": ({"cli": ["--learning_rate", "1e-3", "0.001"]}, "1e-3 and 0.001 are the same"),
+    "packed runs sharing a folder": ({"cli": ["--learning_rate", "1e-3", "--seed", "13", "21",
+                                              "--output_dir", "out/lr{learning_rate}"]},
+                                     "runs of different --seed values would all write out/lr1e-3; put {seed} in it"),
     "json unknown key": ({"json": {"learning_rte": 1e-3}}, "learning_rte"),
     "json not an object": ({"json_text": "[1, 2]"}, "JSON object"),
     "json not json": ({"json_text": "{'task_name': 'SST-2'"}, "argument file"),
@@ -104,8 +135,13 @@ def test_bad_run_argument(case, tiny_roberta, data_root, tmp_path, capsys, monke
     spec, culprit = {**FIELD_CASES, **CONSISTENCY_CASES}[case]
     monkeypatch.chdir(tmp_path)
     arguments = base_arguments(tiny_roberta, data_root, tmp_path)
-    if "cli" in spec:
-        argv = to_argv(arguments) + spec["cli"]
+    if "model" in spec:
+        folder, damage = spec["model"]
+        shutil.copytree(tiny_roberta, tmp_path / folder)
+        damage(tmp_path / folder / "model.safetensors")
+        arguments["model_name_or_path"] = str(tmp_path / folder)
+    if "json" not in spec and "json_text" not in spec:
+        argv = to_argv(arguments) + spec.get("cli", [])
     else:
         text = spec.get("json_text") or json.dumps({**arguments, **spec["json"]})
         (tmp_path / "args.json").write_text(text)
@@ -118,6 +154,71 @@ def test_every_checked_field_has_a_case_and_help():
     for f, allowed, hint in project_fields():
         assert f.metadata.get("help"), f.name
         assert (allowed and allowed.rejected) or wrong_type(hint) is not None, f"no bad-input case for {f.name}"
+
+
+@contextlib.contextmanager
+def no_hang(seconds=30):
+    """Fail instead of hanging: a TimeoutError after `seconds` (e.g. in a blocking read of a FIFO)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s (a blocking read?)")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def parsed_runs(monkeypatch):
+    """Record the (seed, learning rate) of each run run.py parses, then stop that run (a UserError):
+    what a command line asks for, without loading any model."""
+    from src import arguments
+    from src.errors import UserError
+    seen, parse = [], arguments.parse_args
+
+    def record(argv):
+        training = parse(argv)[2]
+        seen.append((training.seed, training.learning_rate))
+        raise UserError("stopped by the test")
+    monkeypatch.setattr(arguments, "parse_args", record)
+    return seen
+
+
+def script_arguments(data_root, tiny_roberta, tmp_path, extra):
+    """run_experiment.sh's run.py arguments (PRINT_ARGS=1) for SEED=13 LR=1e-3 and `extra` as its argument."""
+    from tests.test_scripts import run_script
+    result = run_script("run_experiment.sh", dict(TASK="SST-2", TAG="t", BS=4, LR="1e-3", SEED=13, MODEL=tiny_roberta,
+                                                  DATA_ROOT=data_root, LOG_FILE=tmp_path / "log",
+                                                  RESULT_DIR=tmp_path / "result", PRINT_ARGS=1), extra)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\0")[:-1]
+
+
+@pytest.mark.parametrize("extra, runs", [
+    ("--seed 42 --learning_rate 3e-3", [(42, 3e-3)]),
+    ("--seed 21 42", [(21, 1e-3), (42, 1e-3)]),
+], ids=["one value", "several values"])
+def test_run_experiment_extra_arguments_override(extra, runs, data_root, tiny_roberta, tmp_path, monkeypatch, capsys):
+    argv = script_arguments(data_root, tiny_roberta, tmp_path, extra)
+    seen = parsed_runs(monkeypatch)
+    run.main(argv)
+    assert seen == runs, capsys.readouterr().err[-2000:]
+
+
+def test_quickstart_arguments_override(monkeypatch, capsys):
+    from examples import quickstart
+    seen = parsed_runs(monkeypatch)
+    quickstart.main(["--learning_rate", "3e-3"])
+    assert seen == [(42, 3e-3)], capsys.readouterr().err[-2000:]
+
+
+def test_an_argument_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
+    os.mkfifo(tmp_path / "args.json")
+    before = sorted(tmp_path.rglob("*"))
+    with no_hang():
+        code = run.main([str(tmp_path / "args.json")])
+    assert_one_line_error(code, capsys, "is not a regular file", tmp_path, before)
 
 
 TOOL_CASES = {  # (tool, argv, culprit)

@@ -2,13 +2,16 @@
 naming file and line, by every reader (read_results, run.py --skip_done, gather, make_table, plot,
 the sweeps' resume)."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 import run
 from src.arguments import parse_args
+from src.files import MAX_LINE_CHARS
 from src.results import append_result, read_results
-from tests.test_bad_input import base_arguments, to_argv
+from tests.test_bad_input import base_arguments, no_hang, to_argv
 from tests.test_gather import SST2
 from tests.test_plot_mulstage import mulstage_record
 from tests.test_scripts import run_script
@@ -26,6 +29,13 @@ BAD_LINES = [
                 "stages": [{"training_params": "prompt", "eval_history": [["a", "b"]]}]}),
     json.dumps({**mulstage_record(["prompt", "bias"], 1e-3, 0.9), "stages": [{"training_params": "prompt",
                                                                               "dev": {"acc": "high"}}]}),
+    # metrics that are not a fraction or a correlation: too large for a float, infinite, NaN, out of range
+    *[json.dumps({**SST2[0], "sst-2_test_eval_acc": 0.123}).replace("0.123", text)
+      for text in ("1" + "0" * 4000, "1e400", "NaN", "-Infinity", "1.5", "-2")],
+    json.dumps({**mulstage_record(["prompt", "bias"], 1e-3, 0.9), "stages": [{"training_params": "prompt",
+                                                                              "eval_history": [],
+                                                                              "dev": {"acc": float("nan")}}]}),
+    json.dumps({**SST2[0], "learning_rate": 0.123}).replace("0.123", "1e400"),
     "[" * 100000 + "]" * 100000,
     '{"a":' * 100000 + "1" + "}" * 100000,
     "null", "42", '"text"', "[]",
@@ -85,3 +95,34 @@ def test_sweep_resume_reads_past_bad_lines(bad_log, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(result.stdout.splitlines()) == 2 * (1 + 7)  # every job is still to run
     assert_warned(result.stderr, path, numbers)
+
+
+def test_a_line_longer_than_any_record_is_skipped_without_reading_it_whole(tmp_path):
+    path = tmp_path / "log"
+    path.write_text(json.dumps(SST2[0]) + "\n" + "x" * (MAX_LINE_CHARS + 10) + "\n" + json.dumps(SST2[1]) + "\n")
+    warnings = []
+    assert read_results(path, warn=warnings.append) == SST2[:2]
+    assert warnings == [f"{path}:2: skipped a damaged line (longer than any record)"]
+
+
+NOT_A_LOG = {  # --log_file that is not a regular file: it would block the reader or never end
+    "FIFO": lambda tmp: os.mkfifo(tmp / "fifo") or tmp / "fifo",
+    "/dev/zero": lambda tmp: Path("/dev/zero"),
+    "/dev/full": lambda tmp: Path("/dev/full"),
+    "folder": lambda tmp: tmp,
+}
+READERS = {"gather_result": (gather_result, ["--condition", "{'task_name': 'sst-2'}"]),
+           "make_table": (make_table, ["--task", "SST-2"])}
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("case", NOT_A_LOG)
+def test_readers_refuse_a_log_that_is_not_a_regular_file(case, reader, tmp_path, capsys):
+    tool, argv = READERS[reader]
+    path = NOT_A_LOG[case](tmp_path)
+    with no_hang():
+        code = tool.main(["--log_file", str(path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines() == [f"error: results log {str(path)!r} is not a regular file (a folder, FIFO "
+                                        "or device)"]

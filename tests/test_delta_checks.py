@@ -1,6 +1,8 @@
 """--delta_path files that do not fit are one clear error each: corrupt, partial, wrong names, shapes,
 dtypes, NaN values, missing tensors."""
 import json
+import os
+import re
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from transformers import AutoModelForMaskedLM
 import run
 from src.delta.checkpoint import CONFIG, WEIGHTS, load_delta, save_delta
 from src.errors import UserError
-from tests.test_bad_input import base_arguments, to_argv
+from tests.test_bad_input import base_arguments, no_hang, to_argv
 
 
 @pytest.fixture
@@ -24,6 +26,9 @@ def saved(tiny_roberta, tmp_path):
 def rewrite(folder, change):
     state = load_file(str(folder / WEIGHTS))
     save_file(change(state), str(folder / WEIGHTS))
+
+
+FROZEN = "roberta.embeddings.word_embeddings.weight"
 
 
 def first(state):
@@ -41,6 +46,13 @@ DAMAGE = {
     "unknown tensor": (lambda d: rewrite(d, lambda s: {**s, "extra.weight": torch.zeros(2)}), "extra.weight"),
     "tensors missing": (lambda d: rewrite(d, lambda s: {first(s): s[first(s)]}), "incomplete"),
     "config not JSON": (lambda d: (d / CONFIG).write_text("{"), CONFIG),
+    # the config says which tensors the delta may hold: without it (or with a FIFO) nothing can be checked
+    "config missing": (lambda d: (d / CONFIG).unlink(), f"{CONFIG} is missing"),
+    "config a FIFO": (lambda d: (d / CONFIG).unlink() or os.mkfifo(d / CONFIG), "not a regular file"),
+    "config a folder": (lambda d: (d / CONFIG).unlink() or (d / CONFIG).mkdir(), "not a regular file"),
+    "config naming no method": (lambda d: (d / CONFIG).write_text('{"delta_methods": ["bogus"]}'), "delta_methods"),
+    "a tensor of the frozen model": (lambda d: rewrite(d, lambda s: {**s, FROZEN: torch.zeros(2)}),
+                                     f"{FROZEN} is not trained by its methods (bias"),
 }
 
 
@@ -57,7 +69,7 @@ def test_a_delta_that_does_not_fit_is_one_error(case, saved):
     damage, message = DAMAGE[case]
     damage(folder)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    with pytest.raises(UserError, match=message) as error:
+    with no_hang(), pytest.raises(UserError, match=re.escape(message)) as error:
         load_delta(model, folder)
     assert "\n" not in str(error.value)
     assert all(torch.equal(before[name], p) for name, p in model.named_parameters())  # nothing half-loaded
@@ -72,3 +84,29 @@ def test_run_with_a_corrupt_delta_exits_2(saved, tiny_roberta, data_root, tmp_pa
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: delta weights")
     assert not (tmp_path / "log").exists() or (tmp_path / "log").read_text() == ""
+
+
+def test_a_delta_that_would_overwrite_the_frozen_model_is_refused(saved):
+    """A BitFit delta also holding the word embeddings (with their real shape): the base stays as it is."""
+    model, folder = saved
+    rewrite(folder, lambda s: {**s, FROZEN: torch.ones_like(model.get_parameter(FROZEN))})
+    before = model.get_parameter(FROZEN).detach().clone()
+    with pytest.raises(UserError, match=f"{FROZEN} is not trained by its methods"):
+        load_delta(model, folder)
+    assert torch.equal(model.get_parameter(FROZEN), before)
+
+
+@pytest.mark.parametrize("damage", ["a tensor of the frozen model", "config a FIFO", "config missing"])
+def test_run_refuses_a_delta_before_the_model_loads(damage, saved, tiny_roberta, data_root, tmp_path, capsys,
+                                                    monkeypatch):
+    from tests.test_faults import never_build
+    _, folder = saved
+    DAMAGE[damage][0](folder)
+    monkeypatch.setattr("src.models.build_model", never_build)
+    arguments = {**base_arguments(tiny_roberta, data_root, tmp_path), "delta_path": str(folder)}
+    with no_hang():
+        code = run.main(to_argv(arguments))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("error: ") and DAMAGE[damage][1] in err
+    assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()

@@ -4,14 +4,17 @@ two identical runs at once, a sweep without data. Nothing computed is lost and n
 Tests run as root, which ignores permission bits: an unwritable folder is one under a file, or /proc.
 """
 import json
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 import run
 from tests.conftest import ROOT
 from tests.test_bad_input import base_arguments, to_argv
+from tests.test_dataset import cache_files, make_args
 
 
 def never_build(*args, **kwargs):
@@ -92,3 +95,59 @@ def test_a_sweep_without_data_stops_at_the_first_missing_data_error(tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("data directory not found") == 1 and "stopping the sweep" in result.stderr
     assert "1 of 16 runs failed" in result.stderr
+
+
+def test_ctrl_c_is_one_line_exit_130_and_nothing_logged(tiny_roberta, data_root, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("src.trainer.train_in_stages", interrupted)  # Ctrl-C while training
+    code, out, err = run_main(to_argv(base_arguments(tiny_roberta, data_root, tmp_path)), capsys)
+    assert code == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "error: interrupted (Ctrl-C); nothing unfinished was logged or saved"
+    assert not (tmp_path / "log").exists() and not list(tmp_path.rglob("delta*"))
+
+
+def test_a_hub_name_without_network_fails_at_once(tmp_path, capsys, monkeypatch, tiny_roberta, data_root):
+    """No HF_HUB_OFFLINE and no network: one line in seconds, not huggingface_hub's ~25 s of retries."""
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    arguments = {**base_arguments(tiny_roberta, data_root, tmp_path), "model_name_or_path": "no-such-org/no-such-model"}
+    started = time.monotonic()
+    code, out, err = run_main(to_argv(arguments), capsys)
+    assert_one_line_error(code, err, "'no-such-org/no-such-model': it is not in the local Hugging Face cache and the "
+                                     "hub is offline (huggingface.co cannot be reached")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("replaced", ["cache file", "its lock"])
+def test_a_cache_file_or_lock_replaced_by_a_folder_builds_uncached(replaced, roberta_tokenizer, data_root, tmp_path,
+                                                                  capsys):
+    from src.dataset import FewShotDataset
+    args = make_args("SST-2", data_root / "k-shot/SST-2/16-42")
+    fresh = FewShotDataset(args, roberta_tokenizer, "train", cache_dir=tmp_path).features
+    [path] = cache_files(tmp_path)
+    folder = path if replaced == "cache file" else path.with_name(path.name + ".lock")
+    folder.unlink()
+    folder.mkdir()
+    assert FewShotDataset(args, roberta_tokenizer, "train", cache_dir=tmp_path).features == fresh
+    [warning] = capsys.readouterr().err.splitlines()  # one line: no Python source line under it
+    assert warning.startswith(f"warning: cannot use the feature cache {path} (") and "Is a directory" in warning
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_unwritable_cache_folder_warns_once_per_run(tiny_roberta, data_root, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    arguments = {**base_arguments(tiny_roberta, data_root, tmp_path), "feature_cache_dir": str(tmp_path / "a-file/c")}
+    code, out, err = run_main(to_argv(arguments), capsys)
+    assert code == 0, err[-2000:]
+    warnings = [line for line in err.splitlines() if "feature cache" in line]
+    assert warnings == [f"warning: cannot write the feature cache in {tmp_path / 'a-file/c'}; building the features "
+                        "uncached (pass a writable cache_dir)"], err[-2000:]

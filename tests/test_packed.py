@@ -278,6 +278,8 @@ EXPANSIONS = {  # command line -> the runs' command lines
         ["--seed", "1", "2", "--output_dir=o/{seed}"],
         [["--seed", "1", "--output_dir=o/1"], ["--seed", "2", "--output_dir=o/2"]]),
     "json file": (["args.json"], [["args.json"]]),
+    "a later occurrence overrides an earlier one": (["--seed", "1", "2", "--data_dir", "d", "--seed=3"],
+                                                    [["--data_dir", "d", "--seed", "3"]]),
 }
 
 
@@ -293,8 +295,7 @@ def test_default_output_dir_gets_a_folder_per_run():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seed", "1", "1"], "the same run is given twice"),
-    (["--seed", "1", "--seed", "2"], "--seed is given twice"),
+    (["--seed", "1", "1"], "1 is given twice"),
     (["--data_dir", "d/{seed}"], "{seed} is used but --seed is not given"),
 ])
 def test_expand_argv_errors(argv, message):

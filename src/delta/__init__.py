@@ -52,12 +52,18 @@ METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
 
 
 def split_combination(spec: str, option: str = "--training_params") -> List[str]:
-    """'bias, prompt' -> ['prompt', 'bias']: known names, each once, in registry order (errors name `option`)."""
-    names = [n.strip() for n in spec.split(",") if n.strip()]
+    """'bias, prompt' -> ['prompt', 'bias']: known names, each once, in registry order (errors name `option`).
+    An empty name ('prompt,,bias') or a repeated one ('bias,bias') is an error: the spelling of a
+    combination is part of a run's identity."""
+    names = [n.strip() for n in spec.split(",")]
+    if "" in names:
+        raise UserError(f"{option} {spec!r}: an empty method name (known: {', '.join(METHODS)})")
     unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
-        raise UserError(f"unknown delta method {unknown[0] if unknown else spec!r} in {option} "
-                        f"(known: {', '.join(METHODS)})")
+    if unknown:
+        raise UserError(f"unknown delta method {unknown[0]!r} in {option} (known: {', '.join(METHODS)})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"{option} {spec!r}: {', '.join(repeated)} listed twice")
     if len(names) > 1 and not all(METHODS[n].combinable for n in names):
         raise UserError(f"{option} {spec!r}: {', '.join(n for n in names if not METHODS[n].combinable)} "
                         "cannot be combined with other methods")

@@ -5,11 +5,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from src.delta import METHODS, rules_for, split_combination
+from src.delta import METHODS, rules_for
 from src.errors import UserError
+from src.files import read_regular
 
 WEIGHTS = "delta.safetensors"
 CONFIG = "delta_config.json"
@@ -37,29 +38,66 @@ def save_delta(model, methods, output_dir, arguments) -> Callable[[bool], None]:
     return commit
 
 
+def _files(path):
+    """(weights file, config file) of a --delta_path: a folder holding both, or the weights file itself."""
+    file = Path(path) / WEIGHTS if Path(path).is_dir() else Path(path)
+    return file, file.parent / CONFIG
+
+
+def read_config(path) -> dict:
+    """The saved run's arguments (its delta_config.json), whose `delta_methods` say which tensors the
+    delta may hold. A delta without it is refused: nothing would tell its tensors from the frozen model's."""
+    file, config = _files(path)
+    if not file.is_file():
+        raise UserError(f"no delta weights at {file}")
+    if not config.exists():
+        raise UserError(f"{config} is missing: it names the methods whose tensors the delta {file} may hold "
+                        f"(save_delta writes it beside {WEIGHTS})")
+    try:
+        arguments = json.loads(read_regular(config, "delta config"))
+    except (ValueError, RecursionError) as error:
+        raise UserError(f"{config} is unreadable: {error}") from None
+    methods = arguments.get("delta_methods") if isinstance(arguments, dict) else None
+    if not (isinstance(methods, list) and methods and all(isinstance(m, str) and m in METHODS for m in methods)):
+        raise UserError(f"{config}: delta_methods must list the saved delta methods (of {', '.join(METHODS)}), "
+                        f"got {methods!r}")
+    return arguments
+
+
 def saved_methods(path) -> set:
     """The delta methods whose modules a saved delta holds (from its delta_config.json), so that a
-    model gets those modules before the weights are loaded; empty when the config is unreadable."""
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    model gets those modules before the weights are loaded."""
+    arguments = read_config(path)
+    return set(arguments["delta_methods"]) | ({"adapter"} if arguments.get("use_adapter") else set())
+
+
+def check_delta(path) -> list:
+    """The saved delta methods of a --delta_path, after the checks that need no model: its config (see
+    `read_config`), a readable weights file, and only tensors those methods train (a delta never
+    overwrites the frozen model). Cheap: the weights file's header only."""
+    file, _ = _files(path)
+    methods = read_config(path)["delta_methods"]
     try:
-        arguments = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        methods = {name for stage in str(arguments.get("training_params", "")).split()
-                   for name in split_combination(stage)}
-        methods |= set(arguments.get("delta_methods", [])) & set(METHODS)
-    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
-        return set()  # load_delta then says what does not fit
-    return methods | ({"adapter"} if arguments.get("use_adapter") else set())
+        with safe_open(str(file), "pt") as weights:
+            names = list(weights.keys())
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"delta weights {file} are unreadable (corrupt or partial file): {error}") from None
+    rules = rules_for(methods)
+    for name in names:
+        if not any(rule(name) for rule in rules):
+            raise UserError(f"delta weights {file}: {name} is not trained by its methods ({', '.join(methods)}, "
+                            f"from {CONFIG}); it would overwrite the frozen model")
+    return methods
 
 
 def load_delta(model, path):
     """Copy saved delta tensors into a model built with the same setup (adapters, prompt).
 
-    Every tensor must name a parameter of the model with its shape, a floating dtype and finite
-    values; when `delta_config.json` lists the saved methods, every parameter they select must be there.
+    After `check_delta`: every tensor must name a parameter of the model with its shape, a floating dtype
+    and finite values; every parameter the saved methods train must be there.
     """
-    file = Path(path) / WEIGHTS if Path(path).is_dir() else Path(path)
-    if not file.is_file():
-        raise UserError(f"no delta weights at {file}")
+    file, _ = _files(path)
+    methods = check_delta(path)
     try:
         state = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as error:
@@ -76,21 +114,10 @@ def load_delta(model, path):
             raise UserError(f"delta weights {file}: {name} has dtype {tensor.dtype}, not a floating type")
         if not torch.isfinite(tensor).all():
             raise UserError(f"delta weights {file}: {name} holds NaN or infinite values")
-    missing = [name for name in _expected(model, file.parent / CONFIG) if name not in state]
+    rules = rules_for(methods)
+    missing = [name for name in parameters if any(rule(name) for rule in rules) and name not in state]
     if missing:
         raise UserError(f"delta weights {file} are incomplete: {len(missing)} tensors missing (e.g. {missing[0]})")
     with torch.no_grad():
         for name, tensor in state.items():
             parameters[name].copy_(tensor)
-
-
-def _expected(model, config_file):
-    """Names of the parameters the saved run trained, from its delta_config.json (none if absent)."""
-    if not config_file.is_file():
-        return []
-    try:
-        methods = json.loads(config_file.read_text(encoding="utf-8")).get("delta_methods", [])
-        rules = rules_for(methods)
-    except (ValueError, AttributeError, KeyError, TypeError, RecursionError) as error:
-        raise UserError(f"{config_file} is unreadable: {error}") from None
-    return [name for name, _ in model.named_parameters() if any(rule(name) for rule in rules)]
