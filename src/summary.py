@@ -10,7 +10,6 @@ A run's data setting (`data_setting`) is `full` when it used --dev_as_test (full
 labels are hidden, so the dev set is also the test set; the full-data sweeps always pass it), else
 `K-shot` from its --num_k (the k-shot splits).
 """
-import math
 from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -53,17 +52,12 @@ def _metric(record, name):
     return record[name]
 
 
-def _rank(score):
-    """Sort key for a score: NaN (e.g. Pearson of a constant prediction) ranks lowest."""
-    return -math.inf if math.isnan(score) else score
-
-
 def _best_per_seed(records, dev_name):
     """seed → the record with the best dev score (the first one on ties)."""
     best = {}
     for record in records:
         seed = record.get("seed")
-        if seed not in best or _rank(_metric(record, dev_name)) > _rank(_metric(best[seed], dev_name)):
+        if seed not in best or _metric(record, dev_name) > _metric(best[seed], dev_name):
             best[seed] = record
     return dict(sorted(best.items()))
 
@@ -110,7 +104,7 @@ def gather(records: Iterable[dict], condition: dict, key: Optional[str] = None, 
     if protocol == "lm-bff":
         chosen, best_setting = _best_per_seed(selected, dev_name), None
     else:
-        best = max(summaries, key=lambda s: _rank(summaries[s]["mean"]))
+        best = max(summaries, key=lambda s: summaries[s]["mean"])
         chosen, best_setting = per_setting[best], dict(best)
 
     per_seed = [dict(seed=seed, dev=_metric(r, dev_name), test=_metric(r, test_name),

@@ -56,18 +56,21 @@ def _mcc(labels, predictions):
     return float(matthews_corrcoef(labels, predictions))
 
 
-def _pearson(labels, predictions):
-    from scipy.stats import pearsonr
-    return float(pearsonr(predictions, labels)[0])
-
-
-def _spearman(labels, predictions):
-    from scipy.stats import spearmanr
-    return float(spearmanr(predictions, labels)[0])
+def _correlation(name):
+    """scipy.stats' correlation `name`, 0.0 where it is undefined (a constant prediction or constant
+    labels; scikit-learn's matthews_corrcoef does the same): scipy gives NaN there, which the log
+    readers refuse as a damaged metric."""
+    def metric(labels, predictions):
+        if np.ptp(np.asarray(predictions, dtype=float)) == 0 or np.ptp(np.asarray(labels, dtype=float)) == 0:
+            return 0.0
+        import scipy.stats  # slow imports that only metrics need
+        return float(getattr(scipy.stats, name)(predictions, labels)[0])
+    return metric
 
 
 # Metric name -> f(labels, predictions); class indices for classification, scores for regression.
-METRICS = {"acc": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson, "spearmanr": _spearman}
+METRICS = {"acc": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _correlation("pearsonr"),
+           "spearmanr": _correlation("spearmanr")}
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,13 @@ def test_regression_metrics():
     assert metrics == pytest.approx({"pearson": 6.5 / math.sqrt(43.75), "spearmanr": 1.0})
 
 
+def test_a_constant_prediction_has_zero_correlation_not_nan():
+    """scipy's Pearson/Spearman of a constant prediction is NaN, which the log readers refuse as damaged:
+    a real STS-B run predicting one score would never be logged as done. It is 0.0, as sklearn's MCC."""
+    metrics = compute_metrics("STS-B", [2.5, 2.5, 2.5, 2.5], [1.0, 2.0, 3.0, 5.0])
+    assert metrics == {"pearson": 0.0, "spearmanr": 0.0}
+
+
 @pytest.mark.parametrize("name", list(TASKS))
 def test_main_metric_is_reported(name):
     task = TASKS[name]
