@@ -25,7 +25,8 @@ ORDERS = ["prompt bias adapter", "prompt adapter bias", "bias prompt adapter", "
 SCRIPT_VARIABLES = ["TASK", "TAG", "BS", "LR", "SEED", "SEEDS", "LRS", "MODEL", "HARD", "HARDS", "PROMPT",
                     "NOTRAIN", "TRAIN_PARAM", "GPUN", "K", "MAX_STEP", "EVAL_STEP", "DATA_ROOT", "DATA_DIR",
                     "LOG_FILE", "RESULT_DIR", "STAGE_INIT", "PRINT_JOBS", "PRINT_ARGS", "COMBOS", "SWEEP",
-                    "FULLDATA", "KEEP_RESULT"]
+                    "FULLDATA", "KEEP_RESULT", "PACK", "ENGINE", "JOBS_FILE", "RUNS_PER_GPU", "CPUS_PER_JOB",
+                    "RAY_ADDRESS", "SBATCH_PARTITION", "SBATCH_GRES", "SBATCH_ACCOUNT", "SBATCH_TIMELIMIT"]
 
 
 def run_script(script, env, *args, timeout=1800):
@@ -271,7 +272,7 @@ def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, tiny_roberta, da
     env = dict(small_sweep_env(tmp_path, tiny_roberta, data_root), SEEDS="999 13", COMBOS="bias", HARDS="Y")
     result = run_script("run_one_task.sh", env, f"--feature_cache_dir {tmp_path / 'cache'}")
     assert result.returncode == 1
-    assert "1 of 2 runs failed" in result.stderr
+    assert "1 of 2 runs failed" in result.stderr and "warning: PACK" not in result.stderr  # no pack, no warning
     assert "FAILED (exit 2):" in result.stderr and "SEED=999" in result.stderr.split("runs failed:")[1]
     records = read_log(tmp_path / "log")
     assert [(r["training_params"], r["seed"]) for r in records] == [("bias", 13)]
