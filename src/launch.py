@@ -16,9 +16,11 @@ KEY.err (its stderr, a `--- attempt` line at each start), KEY.out (its stdout, r
 KEY.exit (exit status, start and end time); `slurm/` holds submitit's files. On a cluster it must
 be on a folder every node shares, as the code, the data and the log.
 
-A job runs in its own process group under a small bash guard that gets SIGTERM when the process that
-started it dies (PR_SET_PDEATHSIG) and passes it to the whole group: a killed Ray worker or a
-cancelled Slurm task leaves no run behind to write a record late or fill the output folder.
+A job runs in a process group of its own under a small bash guard (GUARD), which gets SIGTERM when
+the process that started it dies (PR_SET_PDEATHSIG) and then passes it to the whole group: a killed
+Ray worker, a cancelled Slurm task or a stopped launcher leaves no run behind to write a record late.
+A run killed outright (SIGKILL of every process, a failed node) leaves its temporary output folder;
+the next launch of its job list removes it (remove_abandoned_outputs).
 """
 import glob
 import hashlib
@@ -197,6 +199,10 @@ def remove_abandoned_outputs(jobs: Sequence[Job]) -> None:
                 pass
             finally:
                 os.close(handle)
+
+
+def jobs_text(count: int) -> str:
+    return f"{count} job" + "s" * (count != 1)
 
 
 def run_unit(jobs: Sequence[Job]) -> str:
@@ -492,7 +498,7 @@ class Progress:
 
     def summary(self) -> int:
         ran = sum(record[1] for job in self.jobs if (record := exit_record(self.state, job)))
-        print(f"{len(self.finished)} jobs ended in {time.time() - self.started:.1f} s on {self.engine} "
+        print(f"{jobs_text(len(self.finished))} ended in {time.time() - self.started:.1f} s on {self.engine} "
               f"(the jobs themselves ran {ran:.1f} s; stderr of each: {self.state}/)", file=sys.stderr)
         if not self.failed:
             return 0
@@ -571,7 +577,7 @@ def status(jobs_file: str) -> int:
             rows["started"].append(f"started (running, or stopped before it ended): {job.label}")
         else:
             rows["pending"].append(f"pending: {job.label}")
-    print(f"{jobs_file}: {len(jobs)} jobs: {len(done)} done, "
+    print(f"{jobs_file}: {jobs_text(len(jobs))}: {len(done)} done, "
           + ", ".join(f"{len(lines)} {name}" for name, lines in rows.items()))
     for lines in rows.values():
         for line in lines:

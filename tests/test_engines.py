@@ -1,7 +1,7 @@
 """The sweeps on their three engines (tools/launch.py, src/launch.py), each a real one.
 
-One small sweep (tiny RoBERTa, 2 steps; HARDS Y N, COMBOS none bias, SEEDS 13 42 87, PACK=2): 6 jobs of
-8 runs (two zero-shot runs, two packs of two seeds, two single runs). It runs once on the local engine
+One small sweep (tiny RoBERTa, 2 steps; HARDS Y, COMBOS none bias prompt, SEEDS 13 42 87 100, PACK=4):
+3 jobs of 9 runs (a zero-shot run and two packs of four seeds). It runs once on the local engine
 (the baseline), then on a local Ray instance with one worker killed in the middle of a job, and on a
 one-machine Slurm cluster (tools/local_slurm.sh, as root) with its array cancelled half-way and the
 sweep resubmitted. Each log must hold every run once, and each record must equal the local engine's
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from src.launch import ENGINES
 from src.results import METRIC_KEY, read_results, run_identity
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
 from tools import launch
@@ -30,8 +31,8 @@ ATTEMPT = re.compile(r"--- attempt on \S+: pid (\d+), job group (\d+)")
 @pytest.fixture(scope="module")
 def sweep_env(tmp_path_factory, tiny_roberta, data_root):
     cache = tmp_path_factory.mktemp("engine-cache")
-    return dict(TASK="SST-2", MODEL=tiny_roberta, MAX_STEP=2, EVAL_STEP=1, SEEDS="13 42 87", LRS="1e-3",
-                COMBOS="none bias", HARDS="Y N", PACK=2, DATA_ROOT=data_root, OMP_NUM_THREADS=1,
+    return dict(TASK="SST-2", MODEL=tiny_roberta, MAX_STEP=2, EVAL_STEP=1, SEEDS="13 42 87 100", LRS="1e-3",
+                COMBOS="none bias prompt", HARDS="Y", PACK=4, DATA_ROOT=data_root, OMP_NUM_THREADS=1,
                 CUDA_VISIBLE_DEVICES="", EXTRA=f"--feature_cache_dir {cache}")
 
 
@@ -92,16 +93,16 @@ def local_runs(sweep_env, tmp_path_factory):
     folder = tmp_path_factory.mktemp("local-engine")
     result = sweep(sweep_env, folder)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "6 packs of up to 2 runs, 6 not in" in result.stderr
+    assert "3 packs of up to 4 runs, 3 not in" in result.stderr
     runs = records_by_run(folder / "log")
-    assert len(runs) == 8
+    assert len(runs) == 9
     status = launch.main(["--status", str(folder / JOB_LIST)])
     assert status == 0
     return runs
 
 
-@pytest.mark.slow  # a real Ray instance and an 8-run sweep, about a minute
-def test_ray_sweep_equals_local_and_a_killed_worker_is_retried(sweep_env, local_runs, tmp_path):
+@pytest.mark.slow  # a real Ray instance and a 9-run sweep, under a minute
+def test_ray_sweep_equals_local_and_a_killed_worker_is_retried(sweep_env, local_runs, tmp_path, monkeypatch):
     running = start_sweep(sweep_env, tmp_path, ENGINE="ray")
     state = tmp_path / f"{JOB_LIST}.state"
 
@@ -120,10 +121,15 @@ def test_ray_sweep_equals_local_and_a_killed_worker_is_retried(sweep_env, local_
     assert len(ATTEMPT.findall(err.read_text())) == 2  # retried once, on another worker
     assert records_by_run(tmp_path / "log") == local_runs  # every run once, the local engine's records
     assert list((tmp_path / "result").iterdir()) == []
-    before = (tmp_path / "log").read_text()
-    rerun = sweep(sweep_env, tmp_path, ENGINE="ray")
-    assert rerun.returncode == 0 and "6 not in" not in rerun.stderr and ", 0 not in" in rerun.stderr
-    assert "Ray instance" not in rerun.stderr and (tmp_path / "log").read_text() == before  # nothing started
+    assert_nothing_starts_again(tmp_path, "ray", monkeypatch)
+
+
+def assert_nothing_starts_again(folder, engine, monkeypatch):
+    """The finished sweep's job list again: every job is done, the engine is not even started."""
+    before = (folder / "log").read_text()
+    monkeypatch.setattr(ENGINES[engine], "start", lambda self: pytest.fail(f"{engine} started for a finished sweep"))
+    assert launch.main(["--engine", engine, "--time", "5", str(folder / JOB_LIST)]) == 0
+    assert (folder / "log").read_text() == before
 
 
 def free_port():
@@ -150,8 +156,9 @@ def slurm(conf, *command):
     return subprocess.run(command, env=dict(os.environ, SLURM_CONF=conf), capture_output=True, text=True)
 
 
-@pytest.mark.slow  # a real Slurm cluster; the 8-run sweep cancelled, then resubmitted: about two minutes
-def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, local_runs, slurm_conf, tmp_path):
+@pytest.mark.slow  # a real Slurm cluster; the 9-run sweep cancelled, then resubmitted: about a minute
+def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, local_runs, slurm_conf, tmp_path,
+                                                                     monkeypatch):
     env = dict(sweep_env, ENGINE="slurm", SBATCH_TIMELIMIT="30", SLURM_CONF=slurm_conf)
     running = start_sweep(env, tmp_path)
     state = tmp_path / f"{JOB_LIST}.state"
@@ -160,7 +167,7 @@ def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, l
     code, stderr = finish(running, tmp_path)
     assert code == 1 and "FAILED" in stderr, stderr[-3000:]
     first = records_by_run(tmp_path / "log")
-    assert 0 < len(first) < 8 and all(local_runs[run] == first[run] for run in first)
+    assert 0 < len(first) < 9 and all(local_runs[run] == first[run] for run in first)
     # no run of the cancelled array lives on to log late
     wait_for(lambda: str(tmp_path / "log") not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
                                                                  text=True).stdout, 30, "the cancelled runs to end")
@@ -168,8 +175,7 @@ def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, l
     assert resumed.returncode == 0 and "Slurm job array" in resumed.stderr, resumed.stderr[-3000:]
     assert records_by_run(tmp_path / "log") == local_runs
     assert list((tmp_path / "result").iterdir()) == []
-    again = sweep(env, tmp_path)
-    assert again.returncode == 0 and ", 0 not in" in again.stderr and "Slurm job array" not in again.stderr
+    assert_nothing_starts_again(tmp_path, "slurm", monkeypatch)
 
 
 @pytest.mark.slow  # uses the module's Slurm cluster
@@ -244,5 +250,5 @@ def test_status_names_what_failed_with_its_error_line(tmp_path, capsys):
     capsys.readouterr()
     assert launch.main(["--status", str(jobs)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith("1 jobs: 0 done, 1 failed, 0 started, 0 pending")
+    assert out[0].endswith("1 job: 0 done, 1 failed, 0 started, 0 pending")
     assert out[1].startswith("failed (exit 2): TASK=SST-2") and "error: data directory not found" in out[2]
