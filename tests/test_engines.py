@@ -1,4 +1,4 @@
-"""The sweeps on their three engines (tools/launch.py, src/launch.py), each a real one.
+"""The sweeps on their three engines (tools/launch.py, src/launch.py, src/engines.py), each a real one.
 
 One small sweep (tiny RoBERTa, 2 steps; HARDS Y, COMBOS none bias prompt, SEEDS 13 42 87 100, PACK=4):
 3 jobs of 9 runs (a zero-shot run and two packs of four seeds). It runs once on the local engine
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from src.launch import ENGINES
+from src.engines import ENGINES
 from src.results import METRIC_KEY, read_results, run_identity
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
 from tools import launch

@@ -7,7 +7,7 @@
 A job is done when the results log holds its runs, so rerunning the same command resumes. Each job's
 stderr is kept in jobs.txt.state/. PACK > 1 packs are for GPUs: on CPU they are slower than the same
 runs one after another (0.79-0.89x measured), and the launcher warns. How the engines run a job:
-src/launch.py; set-up on a cluster: README, "On a cluster".
+src/launch.py and src/engines.py; set-up on a cluster: README, "On a cluster".
 """
 import argparse
 import os
@@ -15,8 +15,9 @@ import re
 import sys
 
 from src.checks import ArgumentParser, at_least, one_of, typed
+from src.engines import ENGINES
 from src.errors import cli
-from src.launch import ENGINES, launch, pending_lines, status
+from src.launch import launch, pending_lines, status
 
 
 def slurm_minutes(text: str) -> int:
