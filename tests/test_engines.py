@@ -238,6 +238,12 @@ def test_a_line_that_is_not_a_job_is_refused_before_anything_runs(tmp_path, caps
     assert not (tmp_path / "ran").exists()
 
 
+def test_help_says_packs_are_slower_on_cpu(capsys):
+    with pytest.raises(SystemExit) as done:
+        launch.main(["--help"])
+    assert done.value.code == 0 and "on CPU a pack is slower than its runs one after another" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),
                                            ("1-2:03", 1563), ("0-0:0:1", 1)])
 def test_slurm_times_in_minutes(text, minutes):
