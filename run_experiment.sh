@@ -19,7 +19,9 @@
 #   K (16)  MAX_STEP (6000)  EVAL_STEP (200)  DATA_ROOT (data)  LOG_FILE (log)  RESULT_DIR (result)
 #   DATA_DIR (default $DATA_ROOT/k-shot/$TASK/$K-$SEED; FULLDATA=1: $DATA_ROOT/original/$TASK,
 #             with --dev_as_test --skip_train_eval)
-#   KEEP_RESULT (1: keep the run's output directory, which holds the trained delta)
+#   KEEP_RESULT (1: keep the run's output directory, which holds the trained delta, as
+#                $RESULT_DIR/<run name>.XXXXXX; otherwise it is a temporary <run name>.tmp-XXXXXX,
+#                removed at the end, or, when the run was killed, by the next sweep of the job)
 #   PYTHON (python)
 # Extra run.py arguments: the positional arguments. A single argument is split at whitespace like
 # the reference's unquoted $1 ("--feature_cache_dir /tmp/cache --seed 1"); several are passed as
@@ -137,11 +139,16 @@ fi
 
 # ---- run ------------------------------------------------------------------------------------
 mkdir -p "$RESULT_DIR"
-OUTPUT_DIR=$(mktemp -d "$RESULT_DIR/$RUN_NAME.XXXXXX")
 if [[ ${KEEP_RESULT:-0} == 1 ]]; then
+    OUTPUT_DIR=$(mktemp -d "$RESULT_DIR/$RUN_NAME.XXXXXX")
     echo "note: output kept in $OUTPUT_DIR" >&2
-else
-    trap 'rm -rf "$OUTPUT_DIR"' EXIT  # the results log holds the results (as in the reference)
+else  # a temporary folder: the results log holds the results (as in the reference)
+    OUTPUT_DIR=$(mktemp -d "$RESULT_DIR/$RUN_NAME.tmp-XXXXXX")
+    trap 'trap "" TERM; rm -rf "$OUTPUT_DIR"' EXIT  # (a second TERM must not stop the cleanup)
+    # Locked while this script or the run.py it starts (which inherits the lock) lives: one that a
+    # killed run left (its lock free) is removed by the next sweep of this job (src/launch.py).
+    exec 9<"$OUTPUT_DIR"
+    flock 9 2>/dev/null || true  # (a file system without locks: nothing is removed)
 fi
 ARGS+=(--output_dir "$OUTPUT_DIR")
 

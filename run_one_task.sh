@@ -16,13 +16,20 @@
 #               pending: only the runs that the results log does not hold yet)
 #   PACK (1 = off: one process per run; K > 1: up to K runs of one setting (learning rates x
 #         seeds) train together in one process over one copy of the frozen model, src/packed.py;
-#         a job line is then one such pack, and it is pending while any of its runs is)
+#         a job line is then one such pack, and it is pending while any of its runs is). For GPUs:
+#         on CPU a pack is slower than its runs one after another (0.79-0.89x measured; a warning says so)
+#   ENGINE (local: one job after another here; ray: a Ray cluster (RAY_ADDRESS) or a Ray instance
+#           started here; slurm: a job array (SBATCH_TIMELIMIT required; SBATCH_PARTITION,
+#           SBATCH_GRES, SBATCH_ACCOUNT)). RUNS_PER_GPU, CPUS_PER_JOB: see tools/launch.py --help
+#   JOBS_FILE (where the job list is written: $LOG_FILE.jobs/SWEEP-TASK-TAG.txt; its jobs' stderr
+#              in JOBS_FILE.state/; `python tools/launch.py --status JOBS_FILE` shows what is left)
 #   Passed on to every run when set: MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE
 #   RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON (see run_experiment.sh).
 #   SWEEP (fewshot | mulstage | fulldata): set by run_mulstage_task.sh and run_fulldata_one_task.sh.
 # Positional arguments are forwarded to every run (see run_experiment.sh).
 # A failed run is reported and the sweep goes on; the exit status is 1 when any run failed.
 # Runs already in the results log are not started again (the same test as run.py --skip_done).
+# The jobs run through tools/launch.py (src/launch.py), on every engine the same way.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -111,91 +118,26 @@ for hard in "${HARD_LIST[@]}"; do
     done
 done
 
-# Indexes of the jobs whose run the results log does not hold yet. The identity of a run is
-# decided by run.py itself (same test as --skip_done), in one Python process for all jobs instead
-# of one costly start per finished run.
-pending_jobs() {
-    local i work status=0
-    if [[ ! -s $LOG ]]; then
-        seq 0 $((${#JOBS[@]} - 1))
-        return
-    fi
-    work=$(mktemp -d)
-    for i in "${!JOBS[@]}"; do
-        bash -c "PRINT_ARGS=1 ${JOBS[i]} $SUFFIX" >"$work/$i" 2>/dev/null || rm -f "$work/$i"
-    done
-    (cd "$HERE" && "$PY" - "$LOG" "$work" "${#JOBS[@]}") <<'EOF'
-import os, sys
-log_file, work, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-from run import Experiment
-from src.arguments import parse_args
-from src.multirun import expand_argv
-from src.results import read_results, run_identity
-
-logged = {repr(run_identity(record)) for record in read_results(log_file)}
-for index in range(count):
-    path = os.path.join(work, str(index))
-    try:
-        with open(path, "rb") as f:
-            argv = [arg.decode() for arg in f.read().split(b"\0")[:-1]]
-        identities = [repr(run_identity(Experiment(*parse_args(run)).arguments_record())) for run in expand_argv(argv)]
-        done = all(identity in logged for identity in identities)
-    except (Exception, SystemExit):  # the run itself will say what is wrong
-        done = False
-    if not done:
-        print(index)
-EOF
-    status=$?
-    rm -rf "$work"
-    return $status
-}
-
-if [[ $PRINT_JOBS == 1 ]]; then
+print_jobs() {
+    local job
     for job in "${JOBS[@]}"; do echo "$PREFIX $job $SUFFIX"; done
+}
+if [[ $PRINT_JOBS == 1 ]]; then
+    print_jobs
     exit 0
 fi
-if pending_text=$(pending_jobs); then
-    mapfile -t PENDING < <(printf '%s' "$pending_text" | sed '/^$/d')
-else  # never let the shortcut decide: run everything, run.py --skip_done still skips finished runs
-    echo "warning: could not check $LOG for finished runs; starting all runs (each skips itself if done)" >&2
-    mapfile -t PENDING < <(seq 0 $((${#JOBS[@]} - 1)))
-fi
-if [[ $PRINT_JOBS == pending ]]; then
-    for i in "${PENDING[@]}"; do echo "$PREFIX ${JOBS[i]} $SUFFIX"; done
-    exit 0
+if [[ $PRINT_JOBS == pending ]]; then  # the log decides, as run.py --skip_done (tools/launch.py)
+    print_jobs | "$PY" "$HERE/tools/launch.py" --pending -
+    exit
 fi
 
-# ---- run ------------------------------------------------------------------------------------
-UNIT=runs
-((PACK > 1)) && UNIT="packs of up to $PACK runs"
-echo "$SWEEP sweep of $TASK_NAME: ${#JOBS[@]} $UNIT, ${#PENDING[@]} not in $LOG yet" >&2
-trap 'echo "interrupted" >&2; exit 130' INT TERM  # Ctrl-C stops the sweep, not just one run
-startable() { bash -c "PRINT_ARGS=1 ${JOBS[$1]} $SUFFIX" >/dev/null 2>&1; }
-any_startable() {  # does any pending run after the first $1 get past its setup?
-    local k
-    for k in "${PENDING[@]:$1}"; do
-        startable "$k" && return 0
-    done
-    return 1
-}
-FAILED=()
-done_count=0
-for i in "${PENDING[@]}"; do
-    done_count=$((done_count + 1))
-    echo "=== [$done_count/${#PENDING[@]}] ${JOBS[i]}" >&2
-    if bash -c "$PREFIX ${JOBS[i]} $SUFFIX"; then
-        :
-    else
-        status=$?
-        FAILED+=("${JOBS[i]} (exit $status)")
-        echo "FAILED (exit $status): ${JOBS[i]}" >&2
-        # Its setup failed before run.py started (e.g. no data): stop if no remaining run can start either.
-        if ! startable "$i" && ! any_startable "$done_count"; then
-            echo "error: stopping the sweep: no remaining run can start (see above); fix that and rerun to resume" >&2
-            break
-        fi
-    fi
-done
+# ---- run: the job list, handed to the launcher (src/launch.py) -------------------------------
+JOBS_FILE=${JOBS_FILE:-$LOG.jobs/$SWEEP-$TASK_NAME-$TAG.txt}
+mkdir -p "$(dirname "$JOBS_FILE")" 2>/dev/null && print_jobs 2>/dev/null >"$JOBS_FILE" ||
+    die "cannot write the job list $JOBS_FILE (set JOBS_FILE or LOG_FILE)"
+status=0
+"$PY" "$HERE/tools/launch.py" --engine "${ENGINE:-local}" "$JOBS_FILE" || status=$?
+((status == 0 || status == 1)) || exit $status  # 2: the engine refused (nothing started); 130: interrupted
 
 # ---- summary --------------------------------------------------------------------------------
 quote() {  # a Python string literal
@@ -223,9 +165,7 @@ if [[ -s $LOG ]]; then
     fi
 fi
 
-if ((${#FAILED[@]})); then
-    echo >&2
-    echo "${#FAILED[@]} of ${#PENDING[@]} runs failed:" >&2
-    printf '  %s\n' "${FAILED[@]}" >&2
-    exit 1
+if ((status)); then
+    echo "some jobs failed (listed above); python tools/launch.py --status $JOBS_FILE shows what is left" >&2
 fi
+exit $status

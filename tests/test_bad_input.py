@@ -18,7 +18,8 @@ import pytest
 
 import run
 from src.arguments import TRAINER_FIELDS, DataArguments, DeltaTrainingArguments, ModelArguments
-from tools import benchmark, count_params, gather_result, generate_k_shot_data, make_table, plot_mulstage, task_args
+from tools import (benchmark, count_params, gather_result, generate_k_shot_data, launch, make_table, plot_mulstage,
+                   task_args)
 
 WRONG_TYPE = {int: "12", float: "x", str: 5, bool: "yes"}
 
@@ -241,6 +242,15 @@ TOOL_CASES = {  # (tool, argv, culprit)
     "plot no --output": (plot_mulstage, ["--task", "SST-2"], "--output"),
     "task_args --hard": (task_args, ["--task", "SST-2", "--hard", "X"], "HARD"),
     "task_args --task": (task_args, ["--task", "SST-7"], "SST-7"),
+    "launch --engine": (launch, ["--engine", "kubernetes", "jobs.txt"], "--engine"),
+    "launch --runs-per-gpu 0": (launch, ["--runs-per-gpu", "0", "jobs.txt"], "--runs-per-gpu"),
+    "launch --cpus-per-job 0": (launch, ["--cpus-per-job", "0", "jobs.txt"], "--cpus-per-job"),
+    "launch --retries -1": (launch, ["--retries", "-1", "jobs.txt"], "--retries"),
+    "launch --time": (launch, ["--time", "1:2:3:4", "jobs.txt"], "--time"),
+    "launch --time 0": (launch, ["--time", "0", "jobs.txt"], "--time"),
+    "launch --array-parallelism 0": (launch, ["--array-parallelism", "0", "jobs.txt"], "--array-parallelism"),
+    "launch no job list": (launch, ["jobs.txt"], "jobs.txt"),
+    "launch --status and --pending": (launch, ["--status", "--pending", "jobs.txt"], "--pending"),
     **{f"benchmark {option} {value}": (benchmark, ["--data_dir", "x", option, value], option)
        for option, value in [("--max_seq_length", "7"), ("--train_batch_size", "0"), ("--eval_batch_size", "0"),
                              ("--train_steps", "0"), ("--reference_train_steps", "0"), ("--slow_eval_stride", "0"),

@@ -4,16 +4,21 @@ and tools/task_args.py.
 The end-to-end tests run real (tiny) sweeps through run.py: 16 runs for run_one_task.sh, 12 for
 run_mulstage_task.sh and one more for the failure test, each ~10 s of imports, so a few minutes.
 Nothing is written into the data root: every run gets `--feature_cache_dir <tmp>` as the extra
-argument, and the test checks that the data folder holds no cache afterwards.
+argument, and the test checks that the data folder holds no cache afterwards. The faults of a sweep at
+the end: one killed hard (its temporary output folders removed by the next sweep), packs without a GPU.
 """
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tools import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SOFT_ONE = "*cls*{P}*sent_0**sep+**mask**sep+*"
@@ -25,7 +30,8 @@ ORDERS = ["prompt bias adapter", "prompt adapter bias", "bias prompt adapter", "
 SCRIPT_VARIABLES = ["TASK", "TAG", "BS", "LR", "SEED", "SEEDS", "LRS", "MODEL", "HARD", "HARDS", "PROMPT",
                     "NOTRAIN", "TRAIN_PARAM", "GPUN", "K", "MAX_STEP", "EVAL_STEP", "DATA_ROOT", "DATA_DIR",
                     "LOG_FILE", "RESULT_DIR", "STAGE_INIT", "PRINT_JOBS", "PRINT_ARGS", "COMBOS", "SWEEP",
-                    "FULLDATA", "KEEP_RESULT"]
+                    "FULLDATA", "KEEP_RESULT", "PACK", "ENGINE", "JOBS_FILE", "RUNS_PER_GPU", "CPUS_PER_JOB",
+                    "RAY_ADDRESS", "SBATCH_PARTITION", "SBATCH_GRES", "SBATCH_ACCOUNT", "SBATCH_TIMELIMIT"]
 
 
 def run_script(script, env, *args, timeout=1800):
@@ -271,7 +277,7 @@ def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, tiny_roberta, da
     env = dict(small_sweep_env(tmp_path, tiny_roberta, data_root), SEEDS="999 13", COMBOS="bias", HARDS="Y")
     result = run_script("run_one_task.sh", env, f"--feature_cache_dir {tmp_path / 'cache'}")
     assert result.returncode == 1
-    assert "1 of 2 runs failed" in result.stderr
+    assert "1 of 2 runs failed" in result.stderr and "warning: PACK" not in result.stderr  # no pack, no warning
     assert "FAILED (exit 2):" in result.stderr and "SEED=999" in result.stderr.split("runs failed:")[1]
     records = read_log(tmp_path / "log")
     assert [(r["training_params"], r["seed"]) for r in records] == [("bias", 13)]
@@ -285,3 +291,50 @@ def test_bogus_model_fails_the_run(tmp_path, data_root):
     assert "no-such-model" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "log").exists()
     assert list((tmp_path / "result").iterdir()) == []
+
+
+# ---- faults of a sweep: killed hard, packs without a GPU --------------------------------------
+
+def test_a_killed_sweep_leaves_no_temporary_folder_after_its_rerun(tmp_path, tiny_roberta, data_root):
+    """A sweep killed hard (every process, `kill -9`) leaves its run's temporary output folder, which may hold
+    a whole delta; the next sweep of that job removes it, but not a folder a live run holds nor a kept output."""
+    env = dict(TASK="SST-2", SEEDS="13", LRS="1e-3", COMBOS="bias", HARDS="Y", MODEL=tiny_roberta, EVAL_STEP=1000,
+               DATA_ROOT=data_root, LOG_FILE=tmp_path / "log", RESULT_DIR=tmp_path / "result")
+    full = {k: v for k, v in os.environ.items() if k not in SCRIPT_VARIABLES}
+    full.update(PYTHON=sys.executable, **{k: str(v) for k, v in env.items()}, MAX_STEP="100000")
+    extra = f"--feature_cache_dir {tmp_path / 'cache'}"
+    with open(tmp_path / "killed.err", "w") as err:
+        killed = subprocess.Popen(["bash", str(ROOT / "run_one_task.sh"), extra], env=full, stdout=subprocess.DEVNULL,
+                                  stderr=err, start_new_session=True)
+        ends = time.time() + 120
+        while "run.py" not in (tmp_path / "killed.err").read_text() and time.time() < ends:
+            time.sleep(0.2)
+        time.sleep(1)  # run.py is starting
+        for job in (tmp_path / "log.jobs").glob("*.state/*.err"):  # a job runs in a process group of its own
+            os.killpg(int(job.read_text().split("job group ")[1].split()[0]), signal.SIGKILL)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    [left] = list((tmp_path / "result").iterdir())
+    run_name = left.name.rsplit(".", 1)[0]
+    live, kept = tmp_path / "result" / f"{run_name}.tmp-LiVe00", tmp_path / "result" / f"{run_name}.KePt00"
+    live.mkdir()
+    kept.mkdir()
+    lock = os.open(live, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as a run of the same job still running
+    jobs = next((tmp_path / "log.jobs").glob("*.txt"))  # the sweep again, its runs now 2 steps long
+    jobs.write_text(jobs.read_text().replace("MAX_STEP=100000", "MAX_STEP=2"))
+    try:
+        assert launch.main([str(jobs)]) == 0
+    finally:
+        os.close(lock)
+    assert sorted((tmp_path / "result").iterdir()) == sorted([live, kept])
+    assert len((tmp_path / "log").read_text().splitlines()) == 1
+
+
+def test_packs_without_a_gpu_are_warned_about(tmp_path, data_root):
+    """On CPU a pack is slower than its runs one after another (0.79x measured): the sweep says so."""
+    env = dict(TASK="SST-2", SEEDS="13 42", LRS="1e-3", COMBOS="bias", HARDS="Y", PACK=2, CUDA_VISIBLE_DEVICES="",
+               MODEL=tmp_path / "no-model", DATA_ROOT=data_root, LOG_FILE=tmp_path / "log",
+               RESULT_DIR=tmp_path / "result")
+    result = run_script("run_one_task.sh", env)
+    assert "warning: PACK > 1, but this machine has no GPU: on CPU packed runs are slower" in result.stderr
