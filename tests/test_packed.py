@@ -31,13 +31,15 @@ def no_dropout_model(request, no_dropout_roberta, no_dropout_bert):
     return {"roberta": no_dropout_roberta, "bert": no_dropout_bert}[request.param]
 
 
-def command(model, data_root, combination, seeds, learning_rates, max_steps=4):
-    """A short run.py command line; output_dir, log_file and the feature cache are relative (each
-    test runs in a folder of its own)."""
+def command(model, data_root, combination, seeds, learning_rates, max_steps=4, epochs=None):
+    """A short run.py command line: `max_steps` steps evaluated every 2, or `epochs` epochs evaluated
+    at each one's end; output_dir, log_file and the feature cache are relative (each test runs in a
+    folder of its own)."""
+    schedule = (["--max_steps", str(max_steps), "--eval_steps", "2", "--eval_strategy", "steps"] if epochs is None
+                else ["--max_steps", "-1", "--num_train_epochs", str(epochs), "--eval_strategy", "epoch"])
     argv = ["--task_name", "SST-2", "--data_dir", str(data_root / "k-shot/SST-2/16-{seed}"),
             "--model_name_or_path", model, "--template", "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
-            "--mapping", "{'0':'terrible','1':'great'}", "--training_params", combination, "--do_train",
-            "--max_steps", str(max_steps), "--eval_steps", "2", "--eval_strategy", "steps",
+            "--mapping", "{'0':'terrible','1':'great'}", "--training_params", combination, "--do_train", *schedule,
             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "128", "--max_seq_length", "64",
             "--learning_rate", *learning_rates, "--seed", *seeds, "--output_dir", "out/lr{learning_rate}-seed{seed}",
             "--log_file", "log", "--feature_cache_dir", "cache", "--disable_tqdm", "true",
@@ -169,6 +171,21 @@ def test_packed_multi_stage_runs_equal_single_runs(stage_init, no_dropout_robert
     for seed in ("13", "42"):
         assert main(multi_stage(command(no_dropout_roberta, data_root, "bias", [seed], ["3e-4"]))) == 0
     assert [len(record["stages"]) for record in records(tmp_path / "packed")] == [2, 2]
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
+def test_packed_runs_evaluate_every_epoch_as_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):
+    """--eval_strategy epoch: each packed run's Trainer evaluates at every epoch's end, as a single
+    run's does (a loop of its own once called only on_step_end: no evaluation, best_step None)."""
+    argv = command(no_dropout_roberta, data_root, "bias", ["13", "21"], ["3e-4"], epochs=2)
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "21"):
+        assert main(command(no_dropout_roberta, data_root, "bias", [seed], ["3e-4"], epochs=2)) == 0
+    for record in records(tmp_path / "packed"):
+        assert [step for step, _ in record["stages"][0]["eval_history"]] == [8, 16]
+        assert record["stages"][0]["best_step"] in (8, 16)
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
 
 
