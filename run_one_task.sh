@@ -127,7 +127,7 @@ pending_jobs() {
     (cd "$HERE" && "$PY" - "$LOG" "$work" "${#JOBS[@]}") <<'EOF'
 import os, sys
 log_file, work, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-from run import Experiment
+from src.experiment import Experiment
 from src.arguments import parse_args
 from src.multirun import expand_argv
 from src.results import read_results, run_identity

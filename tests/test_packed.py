@@ -18,6 +18,7 @@ from run import main
 from src.delta import rules_for, set_trainable
 from src.models import build_model
 from src.multirun import expand_argv
+from src.packed import PackedTrainer
 from src.tasks import get_task
 from src.trainer import DeltaTrainer
 
@@ -76,24 +77,18 @@ def without_timing(record, ignore=frozenset()):
 
 @pytest.fixture
 def step_losses(monkeypatch):
-    """Per-run training losses at every step: {"single": [[...] per run], "packed": [[...] per run]}."""
-    seen = {"single": [], "packed": []}
-    training_step = DeltaTrainer.training_step
+    """Per-run training losses at every step: {"single": {run: [...]}, "packed": {run: [...]}}, a run
+    named by its (learning rate, seed)."""
+    seen = {"single": {}, "packed": {}}
 
-    def single_step(self, *args, **kwargs):
-        loss = training_step(self, *args, **kwargs)
-        if self.state.global_step == 0:
-            seen["single"].append([])
-        seen["single"][-1].append(loss.item())
-        return loss
-    train_together = src.packed.train_together
-
-    def packed(runs, per_run):
-        losses, errors = train_together(runs, per_run)
-        seen["packed"].extend(run_losses.tolist() for run_losses in losses)
-        return losses, errors
-    monkeypatch.setattr(DeltaTrainer, "training_step", single_step)
-    monkeypatch.setattr(src.packed, "train_together", packed)
+    def recording(kind, training_step):
+        def step(self, *args, **kwargs):
+            loss = training_step(self, *args, **kwargs)
+            seen[kind].setdefault((self.args.learning_rate, self.args.seed), []).append(loss.item())
+            return loss
+        return step
+    monkeypatch.setattr(DeltaTrainer, "training_step", recording("single", DeltaTrainer.training_step))
+    monkeypatch.setattr(PackedTrainer, "training_step", recording("packed", PackedTrainer.training_step))
     return seen
 
 
@@ -139,10 +134,10 @@ def test_packed_runs_equal_single_runs(combination, no_dropout_model, data_root,
     assert run_singles(tmp_path / "single", no_dropout_model, data_root, combination, seeds, learning_rates,
                        monkeypatch) == [0] * runs
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
-    assert len(step_losses["packed"]) == len(step_losses["single"]) == runs
-    for packed, single in zip(step_losses["packed"], step_losses["single"]):
-        assert len(packed) == len(single) == 4
-        assert packed == pytest.approx(single, abs=TOLERANCE)
+    assert step_losses["packed"].keys() == step_losses["single"].keys() and len(step_losses["packed"]) == runs
+    for run, packed in step_losses["packed"].items():
+        assert len(packed) == 4
+        assert packed == pytest.approx(step_losses["single"][run], abs=TOLERANCE)
 
 
 def test_packed_runs_without_clipping_equal_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):
@@ -205,8 +200,9 @@ def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp
         assert main(single + ["--bf16", "--use_cpu"]) == 0
     for packed, single in zip(records(tmp_path / "packed"), records(tmp_path / "single")):
         assert packed["bf16"] and packed["stages"][0]["eval_history"] == single["stages"][0]["eval_history"]
-    for packed, single in zip(step_losses["packed"], step_losses["single"]):
-        assert packed == pytest.approx(single, abs=1e-2)
+    assert step_losses["packed"].keys() == step_losses["single"].keys()
+    for run, packed in step_losses["packed"].items():
+        assert packed == pytest.approx(step_losses["single"][run], abs=1e-2)
 
 
 def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data_root, tmp_path, monkeypatch, capsys):
@@ -223,6 +219,21 @@ def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data
     assert run_singles(tmp_path / "single", no_dropout_roberta, data_root, "prompt,bias,adapter", ["13"], ["1e-4"],
                        monkeypatch) == [0]
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
+def test_an_unexpected_error_in_one_run_stops_the_pack_and_is_raised(tiny_roberta, data_root, tmp_path, monkeypatch):
+    """Each run trains in a thread of its own: an exception that is not the run's own UserError (a
+    bug, out of memory) stops every run and reaches the caller; nothing is logged."""
+    training_step = PackedTrainer.training_step
+
+    def failing(self, *args, **kwargs):
+        if self.args.seed == 42 and self.state.global_step == 2:
+            raise RuntimeError("boom")
+        return training_step(self, *args, **kwargs)
+    monkeypatch.setattr(PackedTrainer, "training_step", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_in(tmp_path / "run", command(tiny_roberta, data_root, "bias", ["13", "42", "21"], ["1e-3"]), monkeypatch)
+    assert not (tmp_path / "run" / "log").exists()
 
 
 @pytest.mark.parametrize("family", ["roberta", "bert"])
