@@ -30,6 +30,7 @@ With dropout > 0 every run draws its own masks (vmap randomness="different"), fr
 stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
 the single runs' within float noise (tests/test_packed.py).
 """
+import collections
 import contextlib
 import functools
 import itertools
@@ -132,9 +133,10 @@ class Meeting:
 
 class Pack:
     """The runs of a pack, each in a thread of its own going through its stage loop and its Trainer's
-    `train()` as a single run does. One run's code runs at a time (a thread holds the pack's lock
-    except while it waits at a meeting): the Trainer, accelerate (its GradientState tracks "the"
-    active data loader) and torch keep process-wide state. The runs meet at two points:
+    `train()` as a single run does. One run's code runs at a time, the others wait for their turn
+    (the Trainer, accelerate, whose GradientState tracks "the" active data loader, and torch keep
+    process-wide state); a run hands the turn on when it waits at a meeting or ends, to the next run
+    that can go on (one thread woken per hand-over). The runs meet at two points:
 
     - a stage's start: once every run has set its stage's trainable tensors, one thread builds every
       run's Trainer (a `PackedTrainer`; building one seeds the process, so in run order), then the
@@ -150,7 +152,9 @@ class Pack:
     def __init__(self, models, rules):
         self.models = models
         self.per_run = share_frozen(models, rules)
-        self.condition = threading.Condition()
+        self.lock = threading.Lock()  # guards what follows (one run goes on at a time; and stop)
+        self.turns = [threading.Semaphore(0) for _ in models]  # released: that run's turn
+        self.ready = collections.deque()  # runs that can go on, in the order they take their turns
         self.live = set(range(len(models)))  # runs not finished or failed
         self.training = set()  # runs inside this stage's Trainer.train()
         self.meetings = {}  # name -> the meeting gathering now
@@ -163,6 +167,9 @@ class Pack:
         for run, job in enumerate(jobs):
             threading.Thread(target=self.work, args=(run, job, outcomes, ended[run]), name=f"packed run {run}",
                              daemon=True).start()
+        with self.lock:
+            self.ready.extend(range(len(jobs)))
+            self.hand_on()
         try:
             wait(ended)
         except BaseException as error:  # Ctrl-C: every run stops at its next meeting (twice: at once)
@@ -175,27 +182,42 @@ class Pack:
 
     def work(self, run, job, outcomes, ended):
         try:
-            with self.condition:
-                try:
-                    outcomes[run] = job(functools.partial(self.train_stage, run))
-                except UserError as error:
-                    outcomes[run] = error
-                except Stopped:
-                    pass
-                except BaseException as error:
-                    self.stop(error)
-                finally:
-                    self.live.discard(run)
-                    self.training.discard(run)
-                    self.settle()
+            self.take_turn(run)
+            outcomes[run] = job(functools.partial(self.train_stage, run))
+        except UserError as error:
+            outcomes[run] = error
+        except Stopped:
+            pass
+        except BaseException as error:
+            self.stop(error)
         finally:
+            with self.lock:
+                self.live.discard(run)
+                self.training.discard(run)
+                self.settle(run)
+                self.hand_on()
             ended.set()
 
     def stop(self, error):
-        with self.condition:
-            if self.stopped is None:
-                self.stopped = error
-            self.condition.notify_all()
+        with self.lock:
+            self.halt(error)
+
+    def halt(self, error):
+        """Stop every run (with the lock): each waiting one goes on, to raise Stopped."""
+        if self.stopped is None:
+            self.stopped = error
+            for turn in self.turns:
+                turn.release()
+
+    def take_turn(self, run):
+        self.turns[run].acquire()
+        if self.stopped is not None:
+            raise Stopped
+
+    def hand_on(self):
+        """Give the turn to the next run that can go on (with the lock, by the run whose turn it is)."""
+        if self.ready:
+            self.turns[self.ready.popleft()].release()
 
     def train_stage(self, run, make_trainer, model):
         """Run `run`'s stage function (see `train_in_stages`): its Trainer's train(), beside the others'."""
@@ -203,33 +225,39 @@ class Pack:
         try:
             trainer.train()
         finally:
-            self.training.discard(run)
-            self.settle()
+            with self.lock:
+                self.training.discard(run)
+                self.settle(run)
         return trainer
 
     def meet(self, name, run, value, members, act):
         """Hand `value` in at meeting `name`; once every run of `members` (which shrinks as runs leave)
-        has, one thread calls act({run: value}) -> {run: result}. Returns this run's result."""
-        meeting = self.meetings.setdefault(name, Meeting(members, act))
-        meeting.values[run] = value
-        self.settle()
-        while not meeting.done and self.stopped is None:
-            self.condition.wait()
-        if self.stopped is not None:
-            raise Stopped
+        has, the run whose turn it is calls act({run: value}) -> {run: result}. Returns this run's result."""
+        with self.lock:
+            if self.stopped is not None:
+                raise Stopped
+            meeting = self.meetings.setdefault(name, Meeting(members, act))
+            meeting.values[run] = value
+            self.settle(run)
+            if not meeting.done:
+                self.hand_on()
+        if not meeting.done:
+            self.take_turn(run)
         return meeting.results[run]
 
-    def settle(self):
-        """Hold each meeting that all its members have come to."""
+    def settle(self, run):
+        """Hold each meeting that all its members have come to (with the lock, by `run`, whose turn it
+        is): its other runs can go on."""
         for name, meeting in list(self.meetings.items()):
             if meeting.members <= meeting.values.keys() and self.stopped is None:
                 del self.meetings[name]
                 try:
                     meeting.results = meeting.act(meeting.values)
-                    meeting.done = True
                 except BaseException as error:
-                    self.stop(error)
-                self.condition.notify_all()
+                    self.halt(error)
+                    return
+                meeting.done = True
+                self.ready.extend(other for other in meeting.values if other != run)
 
     def start(self, make_trainers):
         """A stage's start: every run's Trainer, then the stacks of their own tensors."""
