@@ -33,6 +33,7 @@ the single runs' within float noise (tests/test_packed.py).
 import collections
 import contextlib
 import functools
+import gc
 import itertools
 import sys
 import threading
@@ -77,8 +78,9 @@ def why_not_packed(experiment):
         return "fp16 loss scaling"
     if args.world_size > 1:
         return "several processes"
-    if args.optim in ("lomo", "adalomo") or args.optim.startswith("schedule_free"):
-        return f"--optim {args.optim} works inside the Trainer's training step"
+    optim = args.optim.value
+    if optim in ("lomo", "adalomo") or optim.startswith("schedule_free"):
+        return f"--optim {optim} works inside the Trainer's training step"
     if args.torch_empty_cache_steps:
         return "--torch_empty_cache_steps works inside the Trainer's training step"
     return None
@@ -164,6 +166,9 @@ class Pack:
         """`job(train_stage)` for each run in a thread of its own (`train_stage`: the run's stage
         function for `train_in_stages`); returns what each job returned, or its UserError."""
         outcomes, ended = [None] * len(jobs), [threading.Event() for _ in jobs]
+        # Each Trainer.train starts with a full garbage collection (accelerate's free_memory): without
+        # this, every run's would walk every run's model and data, built already and kept to the end.
+        gc.freeze()
         for run, job in enumerate(jobs):
             threading.Thread(target=self.work, args=(run, job, outcomes, ended[run]), name=f"packed run {run}",
                              daemon=True).start()
@@ -176,6 +181,8 @@ class Pack:
             self.stop(error)
             wait(ended)
             raise
+        finally:
+            gc.unfreeze()
         if self.stopped is not None:
             raise self.stopped
         return outcomes

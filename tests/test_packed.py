@@ -4,6 +4,7 @@ Tiny models with dropout off, the real k-shot SST-2 splits of seeds 13 and 42 (d
 run.py's `main` in process. Compared: the training loss at every step, the dev history, the final
 deltas (within 1e-5) and the log records (timing fields aside).
 """
+import ast
 import json
 import os
 import re
@@ -169,19 +170,32 @@ def test_packed_multi_stage_runs_equal_single_runs(stage_init, no_dropout_robert
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
 
 
-def test_packed_runs_evaluate_every_epoch_as_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):
-    """--eval_strategy epoch: each packed run's Trainer evaluates at every epoch's end, as a single
-    run's does (a loop of its own once called only on_step_end: no evaluation, best_step None)."""
-    argv = command(no_dropout_roberta, data_root, "bias", ["13", "21"], ["3e-4"], epochs=2)
+def test_packed_runs_evaluate_every_epoch_and_log_as_single_runs(no_dropout_roberta, data_root, tmp_path,
+                                                                   monkeypatch, capsys):
+    """--eval_strategy epoch: each packed run's Trainer evaluates at every epoch's end, and logs its
+    loss every --logging_steps, as a single run's does (a loop of its own once called only
+    on_step_end: no evaluation, best_step None, no loss logged)."""
+    def logged_losses():
+        lines = capsys.readouterr().out.splitlines()
+        logs = [ast.literal_eval(line) for line in lines if line.startswith("{'loss': ")]
+        return sorted((log["epoch"], log["loss"]) for log in logs)
+    argv = command(no_dropout_roberta, data_root, "bias", ["13", "21"], ["3e-4"], epochs=2) + ["--logging_steps", "4"]
+    capsys.readouterr()
     assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    packed_losses = logged_losses()
     (tmp_path / "single").mkdir()
     monkeypatch.chdir(tmp_path / "single")
     for seed in ("13", "21"):
-        assert main(command(no_dropout_roberta, data_root, "bias", [seed], ["3e-4"], epochs=2)) == 0
+        single = command(no_dropout_roberta, data_root, "bias", [seed], ["3e-4"], epochs=2) + ["--logging_steps", "4"]
+        assert main(single) == 0
+    single_losses = logged_losses()
     for record in records(tmp_path / "packed"):
         assert [step for step, _ in record["stages"][0]["eval_history"]] == [8, 16]
         assert record["stages"][0]["best_step"] in (8, 16)
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+    every_4_steps = [0.5, 0.5, 1, 1, 1.5, 1.5, 2, 2]  # epochs of the two runs' logs (8 steps per epoch)
+    assert [epoch for epoch, _ in packed_losses] == [epoch for epoch, _ in single_losses] == every_4_steps
+    assert [loss for _, loss in packed_losses] == pytest.approx([loss for _, loss in single_losses], abs=1e-3)
 
 
 def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch, step_losses):
@@ -285,7 +299,8 @@ def test_skip_done_drops_logged_runs_from_the_pack(tiny_roberta, data_root, tmp_
     ("all", [], "'all' trains the base model itself"),
     ("bias", ["--label_smoothing_factor", "0.3"], "the Trainer's label smoothing replaces the model's loss"),
     ("bias", ["--neftune_noise_alpha", "5"], "the Trainer's NEFTune noise on the embeddings"),
-], ids=["full fine-tuning", "label smoothing", "NEFTune"])
+    ("bias", ["--torch_empty_cache_steps", "1"], "--torch_empty_cache_steps works inside the Trainer's training step"),
+], ids=["full fine-tuning", "label smoothing", "NEFTune", "emptying the cache"])
 def test_setups_that_cannot_pack_run_one_after_another(combination, extra, reason, tiny_roberta, data_root, tmp_path,
                                                        monkeypatch, capsys):
     argv = command(tiny_roberta, data_root, combination, ["13", "42"], ["1e-3"], max_steps=1) + extra
