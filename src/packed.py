@@ -38,6 +38,7 @@ import itertools
 import sys
 import threading
 import time
+from typing import Callable, List
 
 import torch
 from torch import nn
@@ -162,7 +163,7 @@ class Pack:
         self.meetings = {}  # name -> the meeting gathering now
         self.stopped = None  # the exception that stops every run
 
-    def train(self, jobs):
+    def train(self, jobs: List[Callable]) -> list:
         """`job(train_stage)` for each run in a thread of its own (`train_stage`: the run's stage
         function for `train_in_stages`); returns what each job returned, or its UserError."""
         outcomes, ended = [None] * len(jobs), [threading.Event() for _ in jobs]
@@ -296,7 +297,7 @@ class Pack:
         return {run: losses[self.rows[run]] for run in batches}
 
 
-def wait(events):
+def wait(events: List[threading.Event]) -> None:
     """Wait until every event is set. With a timeout: Ctrl-C's signal may reach another thread, and
     then interrupts only a wait that wakes by itself (and an interrupted Thread.join may leave the
     thread marked as ended while it runs on: bpo-45274's fix)."""

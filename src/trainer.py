@@ -1,5 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
 import contextlib
+from typing import Callable
 
 import numpy as np
 import torch
@@ -137,7 +138,7 @@ def score_splits(trainer, datasets):
     return {split: scores[id(dataset)] for split, dataset in datasets.items()}
 
 
-def train_alone(make_trainer, model):
+def train_alone(make_trainer: Callable[[torch.nn.Module], Trainer], model: torch.nn.Module) -> Trainer:
     """A stage of one run: a fresh Trainer of `model`, trained; returns the Trainer."""
     trainer = make_trainer(model)
     trainer.train()
