@@ -1,4 +1,5 @@
-"""Prompt-based delta tuning of a masked LM (LM-BFF / FS-PBA command line).
+"""Prompt-based delta tuning of a masked LM (LM-BFF / FS-PBA command line). This file is the command
+line only: a run is `src/experiment.py`'s Experiment, runs of one setting train packed (src/packed.py).
 
     python run.py --task_name SST-2 --data_dir data/k-shot/SST-2/16-42 --model_name_or_path roberta-large \
         --template "*cls*prompt*sent_0*_It_was*mask*.*sep+*" --mapping "{'0':'terrible','1':'great'}" \
@@ -7,19 +8,13 @@
 Bad input (unknown task, bad template or mapping, missing data) is one line on stderr and exit 2,
 before anything is trained or appended to the results log.
 """
-import dataclasses
-import datetime
 import os
 import sys
-import time
-from collections import Counter
-from pathlib import Path
-from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from src.errors import UserError, cli  # noqa: E402
-from src.results import check_writable  # noqa: E402
+from src.experiment import Experiment  # noqa: E402
 
 
 @cli
@@ -58,188 +53,6 @@ def run_all(argv):
     for experiment in experiments:
         experiment.run()
     return status
-
-
-class Experiment:
-    """One run: data and model set up, optional training (in stages), final evaluation, log record."""
-
-    def __init__(self, model_args, data_args, training_args):
-        from src.arguments import check_consistency
-        from src.tasks import get_task
-        self.model_args, self.data_args, self.args = model_args, data_args, training_args
-        self.task = get_task(data_args.task_name)
-        data_args.task_name = self.task.key
-        self.trains = training_args.do_train and not training_args.notrain
-        self.stages, self.template_parts = check_consistency(model_args, data_args, training_args)
-
-    @classmethod
-    def checked(cls, argv):
-        """The run of one argument list, every check done that needs no weights or data (UserError)."""
-        from src.arguments import parse_args
-        experiment = cls(*parse_args(argv))
-        experiment.check_model()
-        check_writable(experiment.args.log_file, experiment.args.output_dir if experiment.trains else None)
-        return experiment
-
-    def already_logged(self):
-        from src.results import is_logged, read_results
-        if not Path(self.args.log_file).exists():
-            return False
-        return is_logged(read_results(self.args.log_file), self.arguments_record())
-
-    def check_model(self):
-        """Checks against the model's config and tokenizer, read before anything heavy loads."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        from src.arguments import check_model_config
-        from src.models import load_pretrained
-        from src.templates import label_word_ids, parse_mapping
-        config = load_pretrained(AutoConfig, self.model_args.model_name_or_path, "model config")
-        check_model_config(config, self.model_args, self.data_args)
-        self.tokenizer = load_pretrained(AutoTokenizer, self.model_args.model_name_or_path, "tokenizer")
-        if len(self.tokenizer) > config.vocab_size:
-            raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
-                            f"model's {config.vocab_size} embeddings")
-        mapping, labels = self.data_args.mapping, self.task.labels
-        self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
-                            if self.model_args.few_shot_type != "finetune" else None)
-
-    def arguments_record(self):
-        record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
-        record["training_params"] = " ".join(self.model_args.training_params)
-        record["do_train"] = self.trains
-        return record
-
-    def run(self):
-        started = time.time()
-        self.prepare()
-        stage_results, trainer = self.train()
-        return self.finish(trainer, stage_results, started)
-
-    def prepare(self):
-        """Features, model (seeded as the run's --seed, with the modules of its methods) and collator."""
-        import torch
-        from transformers import set_seed
-
-        from src.dataset import Collator, FewShotDataset
-        from src.delta import METHODS
-        from src.delta.checkpoint import load_delta, saved_methods
-        from src.models import build_model
-
-        data_args, model_args, args = self.data_args, self.model_args, self.args
-        self.all_methods = sorted({m for stage in self.stages for m in stage}, key=list(METHODS).index)
-        self.datasets = self.load_datasets(FewShotDataset, self.tokenizer)
-
-        if not torch.cuda.is_available():
-            args.dataloader_pin_memory = False
-        set_seed(args.seed)
-        attached = set(self.all_methods) | ({"adapter"} if model_args.use_adapter else set())
-        if model_args.delta_path:  # the saved delta's modules, whatever this run trains
-            attached |= saved_methods(model_args.delta_path)
-        self.model = build_model(model_args, self.task, self.label_words, attached, self.template_parts)
-        if model_args.delta_path:
-            load_delta(self.model, model_args.delta_path)
-        pad_to = None
-        if model_args.reference_mode:  # the reference pads every batch to the maximum length
-            doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
-            pad_to = data_args.max_seq_length * (2 if doubled else 1)
-        self.collator = Collator(self.tokenizer.pad_token_id, pad_to=pad_to,
-                                 pad_to_multiple_of=data_args.pad_to_multiple_of)
-
-    def make_trainer(self, model):
-        from src.trainer import DeltaTrainer
-        return DeltaTrainer(model=model, args=self.args, train_dataset=self.datasets["train"],
-                            eval_dataset=self.datasets["dev"], data_collator=self.collator, task=self.task)
-
-    def eval_sets(self):
-        """The splits each stage's best state is scored on."""
-        return {"dev": self.datasets["dev"], "test": self.datasets["test"]}
-
-    def train(self):
-        """(stage results, the last trainer); no training: ([], a trainer for the evaluation)."""
-        from src.trainer import train_in_stages
-        if not self.trains:
-            return [], self.make_trainer(self.model)
-        return train_in_stages(self.model, self.stages, self.make_trainer, self.eval_sets(),
-                               self.model_args.stage_init)
-
-    def finish(self, trainer, stage_results, started):
-        """Final scores (reusing the last stage's), the log record, the saved delta."""
-        import torch
-
-        from src.delta import count_parameters
-        from src.delta.checkpoint import save_delta
-        from src.results import metric_key, run_facts
-        from src.trainer import score_splits
-
-        data_args, args, datasets, model = self.data_args, self.args, self.datasets, self.model
-        # The model is still in the state its last stage was scored in: reuse those scores.
-        stage_scores = {split: stage_results[-1][split] for split in self.eval_sets()} if stage_results else {}
-        final_splits = [split for split in datasets if not (split == "train" and data_args.skip_train_eval)]
-        scores = {**stage_scores, **score_splits(trainer, {split: datasets[split] for split in final_splits
-                                                           if split not in stage_scores})}
-        metrics = {}
-        for split in final_splits:
-            task_key, name = ("mnli-mm", "test") if split == "test-mm" else (self.task.key, split)
-            metrics.update({metric_key(task_key, name, metric): value for metric, value in scores[split].items()})
-        trainable, total = count_parameters(model, self.all_methods)
-        trainable = trainable if self.trains else 0
-        arguments = self.arguments_record()
-        record = {**arguments, **run_facts(arguments), **metrics,
-                  "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
-                  "stages": stage_results, "wall_time": round(time.time() - started, 2),
-                  "time": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        print(self.summary(record, datasets["test"]))
-        if args.process_index == 0:  # one writer under torchrun
-            self.save(record, lambda: save_delta(model, self.all_methods, args.output_dir, self.arguments_record()))
-        return record
-
-    def save(self, record, write_delta):
-        """Write the delta under temporary names, append the record, then move the delta into place.
-
-        With --skip_done, the log is checked again under its lock: of two identical runs finishing
-        together, only the first is logged. An I/O error is one line; the metrics are printed already.
-        """
-        from src.results import append_result, same_run_as
-        commit = None
-        try:
-            commit = write_delta() if self.trains else None
-            skip = same_run_as(self.arguments_record()) if self.args.skip_done else None
-            logged = append_result(self.args.log_file, record, skip_if=skip)
-            if not logged:
-                print(f"skip: {self.args.log_file} already holds this run (logged while it ran)", file=sys.stderr)
-            if commit:
-                commit(keep=logged)
-        except OSError as error:
-            kept = f"; the trained delta is left in {self.args.output_dir} under a .tmp name" if commit else ""
-            raise UserError(f"cannot save the results of this run (printed above): {error}{kept}") from error
-
-    def summary(self, record, test_set):
-        """One line: the main metric on dev and test beside the majority class's share of test."""
-        from src.results import metric_key
-        task, metric = self.task, self.task.main_metric
-        line = (f"result: {task.name} {' -> '.join(self.model_args.training_params) if self.trains else 'zero-shot'}"
-                f" dev {metric} {record[metric_key(task.key, 'dev', metric)]:.4f}"
-                f" test {metric} {record[metric_key(task.key, 'test', metric)]:.4f}")
-        if not task.regression:
-            majority = max(Counter(test_set.labels.tolist()).values()) / len(test_set.labels)
-            line += f" (majority class {majority:.4f})"
-        return line + f", {record['trainable_params']} trained parameters, {record['wall_time']:.0f} s"
-
-    def load_datasets(self, dataset_class, tokenizer):
-        """train, dev, test (+ test-mm for MNLI) features; with --dev_as_test, test is dev."""
-        data_args = self.data_args
-        feature_args = SimpleNamespace(**dataclasses.asdict(data_args), few_shot_type=self.model_args.few_shot_type,
-                                       prompt_num=self.model_args.prompt_num, seed=self.args.seed)
-        splits = ["train", "dev"]
-        if not data_args.dev_as_test:
-            splits += ["test"] + (["test-mm"] if "test-mm" in self.task.splits else [])
-        datasets = {split: dataset_class(feature_args, tokenizer, split, cache_dir=data_args.feature_cache_dir)
-                    for split in splits}
-        datasets.setdefault("test", datasets["dev"])
-        return datasets
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from typing import List, Optional, Sequence, Tuple
 
 from src.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 _WORD = r"(?:\\.|[^\s\\])+"  # one shell word as printf %q writes it
 JOB_LINE = re.compile(rf"cd {_WORD} && (?P<env>.*?) ?bash {_WORD}experiment\.sh(?: .*)?")
 # Runs the job line (in a process group of its own) to its end. A TERM that finds the process that
@@ -137,22 +136,12 @@ def describe_all(lines: Sequence[str]) -> List[Job]:
         pool.shutdown(cancel_futures=True)  # at once on Ctrl-C
 
 
-def _experiment_class():
-    """run.py's Experiment: its arguments_record is what a run's record holds."""
-    if "run" not in sys.modules:
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("run", ROOT / "run.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["run"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["run"].Experiment
-
-
 def logged_keys(jobs: Sequence[Job]) -> set:
     """The keys of the jobs whose every run is in the results log (run identity, as --skip_done)."""
     from src.arguments import parse_args
+    from src.experiment import Experiment
     from src.results import read_results, run_identity
-    experiment, logged, done, here = _experiment_class(), {}, set(), os.getcwd()
+    logged, done, here = {}, set(), os.getcwd()
     for job in jobs:
         if not job.runs:
             continue
@@ -163,7 +152,7 @@ def logged_keys(jobs: Sequence[Job]) -> set:
                 if log not in logged:
                     logged[log] = ({repr(run_identity(r)) for r in read_results(log)} if os.path.isfile(log)
                                    else set())
-                if repr(run_identity(experiment(*parse_args(run)).arguments_record())) not in logged[log]:
+                if repr(run_identity(Experiment(*parse_args(run)).arguments_record())) not in logged[log]:
                     break
             else:
                 done.add(job.key)

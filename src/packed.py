@@ -12,38 +12,43 @@ run's model holding its row as its own parameter (`RunStacks`). A training step 
 through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and batch
 batched): each frozen matrix product is one call for all runs' batches, and the framework's cost per
 op is paid once for all runs. One backward of the summed losses gives each run its own gradients
-(rows of the stacks' gradients); each run's own Trainer-built AdamW, schedule and gradient clipping
-(its own global norm) then step its tensors; its own Trainer evaluates, keeps its best state and scores.
-Data order: each run's training data loader is the one its Trainer builds, created right after the
-Trainer (which seeds with the run's --seed), epoch after epoch as in `Trainer.train`. The loop is
-ours, not `Trainer.train`: Trainer callbacks other than its step/evaluation flow do not run. With
-`--torch_compile` the vmapped forward (and so its backward) is compiled with the run's
-`--torch_compile_backend`/`--torch_compile_mode`, and each run's evaluation as in a single run.
+(rows of the stacks' gradients).
+
+Everything else is each run's own, as in a single run: each run goes through the stage loop
+(`train_in_stages`) and its Trainer's `train()` in a thread of its own (`Pack`); only the forward and
+backward of its training step are the pack's (`PackedTrainer.training_step` hands its batch in and
+gets its loss and gradients back). So its Trainer builds its data loader, AdamW, schedule and state,
+clips, steps, evaluates (every --eval_steps or every epoch), logs, saves and reports (--report_to)
+through its own callbacks. With `--torch_compile` the vmapped forward (and so its backward) is
+compiled with the run's `--torch_compile_backend`/`--torch_compile_mode`, and each run's evaluation
+as in a single run.
 
 A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
-others go on (exit status 1). Setups that cannot share the base or that the Trainer changes outside
-the model (`all`, finetune, zero-shot, label smoothing, NEFTune, gradient accumulation, fp16 loss
-scaling, several processes) run one after another instead.
+others go on (exit status 1). Setups that cannot share the base, or that the Trainer changes in the
+training step a pack replaces, run one after another instead (`why_not_packed`).
 With dropout > 0 every run draws its own masks (vmap randomness="different"), from another random
 stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
 the single runs' within float noise (tests/test_packed.py).
 """
+import collections
 import contextlib
+import functools
+import gc
 import itertools
-import math
 import sys
+import threading
 import time
+from typing import Callable, List
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers.trainer_callback import DefaultFlowCallback, TrainerState
 
-from src.delta import METHODS, rules_for, set_trainable
+from src.delta import METHODS, rules_for
 from src.errors import UserError
 from src.multirun import run_label
-from src.trainer import end_stage
+from src.trainer import DeltaTrainer
 
 
 def describe(experiment):
@@ -74,6 +79,11 @@ def why_not_packed(experiment):
         return "fp16 loss scaling"
     if args.world_size > 1:
         return "several processes"
+    optim = args.optim.value
+    if optim in ("lomo", "adalomo") or optim.startswith("schedule_free"):
+        return f"--optim {optim} works inside the Trainer's training step"
+    if args.torch_empty_cache_steps:
+        return "--torch_empty_cache_steps works inside the Trainer's training step"
     return None
 
 
@@ -101,33 +111,217 @@ def run_packed(experiments):
             failed = True
     if not live:
         return 1
-    per_run = share_frozen([experiment.model for experiment in live], rules_for(live[0].all_methods))
-    stages = live[0].stages
-    results = {id(experiment): [] for experiment in live}
-    trainers = {}
-    for index, groups in enumerate(stages):
-        for experiment in live:
-            set_trainable(experiment.model, groups)
-        stacks = RunStacks([experiment.model for experiment in live], per_run)
-        runs = []
-        for experiment in live:
-            trainers[id(experiment)] = experiment.make_trainer(experiment.model)
-            runs.append(PackedRun(trainers[id(experiment)]))
-        errors = train_together(runs, stacks)[1]
-        restart = live[0].model_args.stage_init == "last" and index < len(stages) - 1
-        still = []
-        for experiment, error in zip(live, errors):
-            if error:
-                fail(experiment, error)
-                failed = True
-                continue
-            results[id(experiment)].append(end_stage(experiment.model, trainers[id(experiment)], groups,
-                                                     experiment.eval_sets(), restart))
-            still.append(experiment)
-        live = still
-    for experiment in live:
-        experiment.finish(trainers[id(experiment)], results[id(experiment)], started)
+    pack = Pack([experiment.model for experiment in live], rules_for(live[0].all_methods))
+    for experiment, outcome in zip(live, pack.train([experiment.train for experiment in live])):
+        if isinstance(outcome, UserError):
+            fail(experiment, outcome)
+            failed = True
+        else:
+            stage_results, trainer = outcome
+            experiment.finish(trainer, stage_results, started)
     return int(failed)
+
+
+class Stopped(Exception):
+    """Raised in a run's thread when the pack stops (another run's fatal error, Ctrl-C)."""
+
+
+class Meeting:
+    """Runs hand values in until every member has; then one of them acts for all (`Pack.meet`)."""
+
+    def __init__(self, members, act):
+        self.members, self.act = members, act
+        self.values, self.results, self.done = {}, {}, False
+
+
+class Pack:
+    """The runs of a pack, each in a thread of its own going through its stage loop and its Trainer's
+    `train()` as a single run does. One run's code runs at a time, the others wait for their turn
+    (the Trainer, accelerate, whose GradientState tracks "the" active data loader, and torch keep
+    process-wide state); a run hands the turn on when it waits at a meeting or ends, to the next run
+    that can go on (one thread woken per hand-over). The runs meet at two points:
+
+    - a stage's start: once every run has set its stage's trainable tensors, one thread builds every
+      run's Trainer (a `PackedTrainer`; building one seeds the process, so in run order), then the
+      stacks of the runs' own tensors (`RunStacks`);
+    - each training step: once every run still training has handed in its batch, one thread computes
+      all their losses and gradients in one vmapped forward and backward, with the model of a run
+      that waits there (`functional_call` swaps its tensors during the call).
+
+    A run that fails (UserError) leaves every meeting, the others go on. Any other exception, or
+    Ctrl-C, stops every run at its next meeting and is raised in the calling thread.
+    """
+
+    def __init__(self, models, rules):
+        self.models = models
+        self.per_run = share_frozen(models, rules)
+        self.lock = threading.Lock()  # guards what follows (one run goes on at a time; and stop)
+        self.turns = [threading.Semaphore(0) for _ in models]  # released: that run's turn
+        self.ready = collections.deque()  # runs that can go on, in the order they take their turns
+        self.live = set(range(len(models)))  # runs not finished or failed
+        self.training = set()  # runs inside this stage's Trainer.train()
+        self.meetings = {}  # name -> the meeting gathering now
+        self.stopped = None  # the exception that stops every run
+
+    def train(self, jobs: List[Callable]) -> list:
+        """`job(train_stage)` for each run in a thread of its own (`train_stage`: the run's stage
+        function for `train_in_stages`); returns what each job returned, or its UserError."""
+        outcomes, ended = [None] * len(jobs), [threading.Event() for _ in jobs]
+        # Each Trainer.train starts with a full garbage collection (accelerate's free_memory): without
+        # this, every run's would walk every run's model and data, built already and kept to the end.
+        gc.freeze()
+        for run, job in enumerate(jobs):
+            threading.Thread(target=self.work, args=(run, job, outcomes, ended[run]), name=f"packed run {run}",
+                             daemon=True).start()
+        with self.lock:
+            self.ready.extend(range(len(jobs)))
+            self.hand_on()
+        try:
+            wait(ended)
+        except BaseException as error:  # Ctrl-C: every run stops at its next meeting (twice: at once)
+            self.stop(error)
+            wait(ended)
+            raise
+        finally:
+            gc.unfreeze()
+        if self.stopped is not None:
+            raise self.stopped
+        return outcomes
+
+    def work(self, run, job, outcomes, ended):
+        try:
+            self.take_turn(run)
+            outcomes[run] = job(functools.partial(self.train_stage, run))
+        except UserError as error:
+            outcomes[run] = error
+        except Stopped:
+            pass
+        except BaseException as error:
+            self.stop(error)
+        finally:
+            with self.lock:
+                self.live.discard(run)
+                self.training.discard(run)
+                self.settle(run)
+                self.hand_on()
+            ended.set()
+
+    def stop(self, error):
+        with self.lock:
+            self.halt(error)
+
+    def halt(self, error):
+        """Stop every run (with the lock): each waiting one goes on, to raise Stopped."""
+        if self.stopped is None:
+            self.stopped = error
+            for turn in self.turns:
+                turn.release()
+
+    def take_turn(self, run):
+        self.turns[run].acquire()
+        if self.stopped is not None:
+            raise Stopped
+
+    def hand_on(self):
+        """Give the turn to the next run that can go on (with the lock, by the run whose turn it is)."""
+        if self.ready:
+            self.turns[self.ready.popleft()].release()
+
+    def train_stage(self, run, make_trainer, model):
+        """Run `run`'s stage function (see `train_in_stages`): its Trainer's train(), beside the others'."""
+        trainer = self.meet("start", run, functools.partial(make_trainer, model), self.live, self.start)
+        try:
+            trainer.train()
+        finally:
+            with self.lock:
+                self.training.discard(run)
+                self.settle(run)
+        return trainer
+
+    def meet(self, name, run, value, members, act):
+        """Hand `value` in at meeting `name`; once every run of `members` (which shrinks as runs leave)
+        has, the run whose turn it is calls act({run: value}) -> {run: result}. Returns this run's result."""
+        with self.lock:
+            if self.stopped is not None:
+                raise Stopped
+            meeting = self.meetings.setdefault(name, Meeting(members, act))
+            meeting.values[run] = value
+            self.settle(run)
+            if not meeting.done:
+                self.hand_on()
+        if not meeting.done:
+            self.take_turn(run)
+        return meeting.results[run]
+
+    def settle(self, run):
+        """Hold each meeting that all its members have come to (with the lock, by `run`, whose turn it
+        is): its other runs can go on."""
+        for name, meeting in list(self.meetings.items()):
+            if meeting.members <= meeting.values.keys() and self.stopped is None:
+                del self.meetings[name]
+                try:
+                    meeting.results = meeting.act(meeting.values)
+                except BaseException as error:
+                    self.halt(error)
+                    return
+                meeting.done = True
+                self.ready.extend(other for other in meeting.values if other != run)
+
+    def start(self, make_trainers):
+        """A stage's start: every run's Trainer, then the stacks of their own tensors."""
+        runs = sorted(make_trainers)
+        trainers = {run: make_trainers[run](trainer_class=PackedTrainer) for run in runs}
+        for run, trainer in trainers.items():
+            trainer.pack_step = functools.partial(self.meet, "step", run, members=self.training, act=self.step)
+        self.stacks = RunStacks([self.models[run] for run in runs], self.per_run)
+        self.rows = {run: row for row, run in enumerate(runs)}
+        args = trainers[runs[0]].args
+        self.pad_token_id, self.bf16, self.compile_options = \
+            trainers[runs[0]].data_collator.pad_token_id, args.bf16, compile_options(args)
+        self.batched_losses = {}
+        self.training.update(runs)
+        return trainers
+
+    def step(self, batches):
+        """One training step of the runs of `batches` ({run: batch}): {run: loss}; their parameters
+        hold their gradients."""
+        template = min(batches)  # waits in this meeting: its model is free for functional_call
+        if template not in self.batched_losses:
+            self.batched_losses[template] = packed_loss(self.models[template], self.compile_options)
+        if not self.models[template].training:  # after an evaluation
+            self.models[template].train()
+        by_row = [None] * len(self.rows)
+        for run, batch in batches.items():
+            by_row[self.rows[run]] = batch
+        losses = backward_together(self.batched_losses[template], self.stacks, by_row, self.pad_token_id, self.bf16)
+        return {run: losses[self.rows[run]] for run in batches}
+
+
+def wait(events: List[threading.Event]) -> None:
+    """Wait until every event is set. With a timeout: Ctrl-C's signal may reach another thread, and
+    then interrupts only a wait that wakes by itself (and an interrupted Thread.join may leave the
+    thread marked as ended while it runs on: bpo-45274's fix)."""
+    for event in events:
+        while not event.wait(0.5):
+            pass
+
+
+class PackedTrainer(DeltaTrainer):
+    """A run's Trainer in a pack: `train()` as in a single run, but the forward and backward of each
+    training step are the pack's (`pack_step(batch) -> loss`, set by `Pack.start`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A single run's data order comes from the seed its Trainer set in the process (accelerate's
+        # seedable sampler); the pack's Trainers are built one after another, so each takes its own.
+        if self.accelerator.dataloader_config.data_seed is None:
+            self.accelerator.dataloader_config.data_seed = self.args.seed
+        self.pack_step = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = self.pack_step(inputs)
+        self.note_loss(loss)
+        return loss
 
 
 def share_frozen(models, rules):
@@ -151,8 +345,8 @@ class RunStacks:
     """The per-run tensors of a pack, stored stacked: one tensor [runs, ...] per name, row i run i's.
 
     Each run's model holds its row as its own parameter (a view of the stack: its Trainer, optimizer,
-    clipping, evaluations, restores and saved delta see an ordinary parameter), and once the stacks
-    have gradients, each row's gradient is a view of its stack's gradient. A packed step then hands
+    clipping, evaluations, restores and saved delta see an ordinary parameter), and after each
+    backward, each row's gradient is a view of its stack's gradient. A packed step then hands
     the stacks to the vmapped forward as they are: no stacking of every run's tensors before it and
     no splitting of the gradients after it, which would cost launches in proportion to the runs.
     Build it after `set_trainable` and before the runs' optimizers."""
@@ -176,7 +370,7 @@ class RunStacks:
                 for alias in aliases[name]:
                     set_parameter(model, alias, row)
                 self.rows[i].append((row, stack))
-        self.linked = False
+        self.gradients = None  # per run: (row, the view of its stack's gradient), once there are gradients
 
     def of_runs(self, runs):
         """{name: the rows of `runs`}, under every name of each tensor."""
@@ -184,18 +378,18 @@ class RunStacks:
         rows = {name: stack if everyone else stack[runs] for name, stack in self.stacks.items()}
         return {alias: rows[name] for alias, name in self.names.items()}
 
-    def link_gradients(self):
-        """After the first backward: every row's gradient becomes a view of its stack's gradient."""
-        if self.linked:
-            return
-        for i, rows in enumerate(self.rows):
-            for row, stack in rows:
-                if stack.grad is not None:
-                    row.grad = stack.grad[i]
-        self.linked = True
+    def link_gradients(self, runs):
+        """After a backward: the gradient of each row of `runs` is the view of its stack's gradient (the
+        Trainer sets its parameters' gradients to None after each step)."""
+        if self.gradients is None:
+            self.gradients = [[(row, stack.grad[i]) for row, stack in rows if stack.grad is not None]
+                              for i, rows in enumerate(self.rows)]
+        for i in runs:
+            for row, gradient in self.gradients[i]:
+                row.grad = gradient
 
     def zero_grad(self):
-        """Zero the stacks' gradients in place (their rows' views stay)."""
+        """Zero the stacks' gradients in place (their views stay)."""
         grads = [stack.grad for stack in self.stacks.values() if stack.grad is not None]
         if grads:
             torch._foreach_zero_(grads)
@@ -205,54 +399,6 @@ def set_parameter(model, name, param):
     """Make `param` the tensor that `model` holds under `name` (a dotted path)."""
     owner, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(owner), leaf, param)
-
-
-class PackedRun:
-    """One run's side of a packed stage: its Trainer, data, optimizer, schedule and losses."""
-
-    def __init__(self, trainer):
-        """Build it right after the Trainer: the loader's sampler takes its seed from the Trainer's
-        `set_seed(args.seed)` (accelerate's seedable sampler), which gives the run its data order."""
-        self.trainer = trainer
-        args = trainer.args
-        loader = trainer.get_train_dataloader()
-        self.max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * len(loader))
-        self.batches = epochs(loader)
-        trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
-        trainer.state = TrainerState(max_steps=self.max_steps)
-        trainer.state.compute_steps(args, self.max_steps)
-        self.trained = [p for p in trainer.model.parameters() if p.requires_grad]
-        self.losses, self.error, self.done, self.epoch = [], None, False, 0.0
-
-    def update(self, flow):
-        """The Trainer's step after the backward: clip, AdamW, schedule (the gradients are zeroed for
-        all runs at once: `RunStacks.zero_grad`); then evaluate or stop when the Trainer's flow says so."""
-        trainer, args, state = self.trainer, self.trainer.args, self.trainer.state
-        if args.max_grad_norm is not None and args.max_grad_norm > 0:  # as Trainer.train: 0 turns clipping off
-            torch.nn.utils.clip_grad_norm_(self.trained, args.max_grad_norm)
-        trainer.optimizer.step()
-        trainer.lr_scheduler.step()
-        state.global_step += 1
-        state.epoch = self.epoch
-        trainer.control = flow.on_step_end(args, state, trainer.control)
-        try:  # a non-finite loss (noted on the device, no sync per step) fails this run, as a single one
-            if trainer.control.should_training_stop:
-                trainer.check_finite_loss()
-            if trainer.control.should_evaluate:
-                with trainer.tracking():
-                    trainer.evaluate()
-        except UserError as error:
-            self.error = str(error)
-        self.done = self.error is not None or trainer.control.should_training_stop
-
-
-def epochs(loader):
-    """Batches of `loader` epoch after epoch, as Trainer.train draws them (set_epoch per epoch)."""
-    for epoch in itertools.count():
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        for index, batch in enumerate(loader):
-            yield epoch + (index + 1) / len(loader), batch
 
 
 def pad_to_common_length(batches, pad_token_id):
@@ -291,7 +437,8 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
     stacks: the runs' own tensors (`RunStacks`, row i run i's); batches: run i's batch, or None for a
     run that sits this step out. Runs whose batches have the same size go through one call (their
     rows of the stacks, the model's other tensors shared), padded to a common length. Returns the
-    runs' losses (detached; None where no batch); the runs' parameters get their gradients."""
+    runs' losses (detached; None where no batch); the runs' parameters hold their gradients."""
+    stacks.zero_grad()
     device = next(iter(stacks.stacks.values())).device
     # vmap has no batching rule for CPU flash attention (it would loop over the runs, with a warning);
     # the math backend is plain batched matmuls. CUDA's attention kernels have batching rules.
@@ -310,28 +457,7 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
         for i, value in zip(group, group_losses.detach()):
             losses[i] = value
     total.backward()
-    stacks.link_gradients()
+    stacks.link_gradients(drawn)
     return losses
 
 
-def train_together(runs, stacks):
-    """Train one stage of every run's model at once (as `trainer.train()` each would); `stacks` holds
-    the runs' own tensors (`RunStacks`, rows in the order of `runs`). Returns (per-run step losses as
-    1-D tensors, per-run error or None)."""
-    first = runs[0].trainer
-    model, pad_token_id = first.model, first.data_collator.pad_token_id
-    batched_loss = packed_loss(model, compile_options(first.args))
-    flow = DefaultFlowCallback()
-    while not all(run.done for run in runs):
-        if not model.training:  # after an evaluation (walking a large model's modules every step costs)
-            model.train()
-        drawn = [None if run.done else next(run.batches) for run in runs]
-        losses = backward_together(batched_loss, stacks, [d and d[1] for d in drawn], pad_token_id, first.args.bf16)
-        for run, step, loss in zip(runs, drawn, losses):
-            if step is not None:
-                run.losses.append(loss)
-                run.trainer.note_loss(loss)
-                run.epoch = step[0]
-                run.update(flow)
-        stacks.zero_grad()
-    return [torch.stack(run.losses) for run in runs], [run.error for run in runs]

@@ -1,5 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
 import contextlib
+from typing import Callable
 
 import numpy as np
 import torch
@@ -137,18 +138,26 @@ def score_splits(trainer, datasets):
     return {split: scores[id(dataset)] for split, dataset in datasets.items()}
 
 
-def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last"):
+def train_alone(make_trainer: Callable[[torch.nn.Module], Trainer], model: torch.nn.Module) -> Trainer:
+    """A stage of one run: a fresh Trainer of `model`, trained; returns the Trainer."""
+    trainer = make_trainer(model)
+    trainer.train()
+    return trainer
+
+
+def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last", train_stage=train_alone):
     """Train each stage with a fresh Trainer (fresh optimizer and schedule) on its own groups.
 
     Stage N+1 starts from the end of stage N (reference) or, with stage_init='best', from stage N's
     best dev state. The model ends in the best dev state of the last stage. Returns one result per
     stage (best step, dev history, metrics of its best state on every set of `eval_sets`).
+    `train_stage(make_trainer, model)` trains a stage and returns its Trainer: `train_alone`, or a
+    pack's (src/packed.py), which trains the stage of its runs together.
     """
     results, trainer = [], None
     for index, groups in enumerate(stages):
         set_trainable(model, groups)
-        trainer = make_trainer(model)
-        trainer.train()
+        trainer = train_stage(make_trainer, model)
         results.append(end_stage(model, trainer, groups, eval_sets,
                                  restart_from_last=stage_init == "last" and index < len(stages) - 1))
     return results, trainer

@@ -10,6 +10,7 @@ import pytest
 import run
 from src.arguments import parse_args
 from src.files import MAX_LINE_CHARS
+from src.experiment import Experiment
 from src.results import append_result, read_results
 from tests.test_bad_input import base_arguments, no_hang, to_argv
 from tests.test_gather import SST2
@@ -81,7 +82,7 @@ def test_gather_make_table_and_plot_skip_bad_lines(bad_log, tmp_path, capsys):
 def test_skip_done_reads_past_bad_lines(bad_log, tiny_roberta, data_root, tmp_path, capsys):
     path, numbers = bad_log
     argv = to_argv(base_arguments(tiny_roberta, data_root, tmp_path)) + ["--skip_done"]
-    append_result(path, run.Experiment(*parse_args(argv)).arguments_record())
+    append_result(path, Experiment(*parse_args(argv)).arguments_record())
     assert run.main(argv) == 0
     err = capsys.readouterr().err
     assert "skip:" in err

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from run import Experiment
+from src.experiment import Experiment
 from src.arguments import NOT_IDENTITY, DataArguments, DeltaTrainingArguments, ModelArguments, parse_args
 from src.results import is_logged, run_facts, run_identity, setting_of, with_run_facts
 from src.summary import gather

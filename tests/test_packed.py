@@ -4,6 +4,7 @@ Tiny models with dropout off, the real k-shot SST-2 splits of seeds 13 and 42 (d
 run.py's `main` in process. Compared: the training loss at every step, the dev history, the final
 deltas (within 1e-5) and the log records (timing fields aside).
 """
+import ast
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from run import main
 from src.delta import rules_for, set_trainable
 from src.models import build_model
 from src.multirun import expand_argv
+from src.packed import PackedTrainer
 from src.tasks import get_task
 from src.trainer import DeltaTrainer
 
@@ -30,13 +32,15 @@ TIMING = {"wall_time", "time", "logging_dir"}  # logging_dir: HF's default holds
 TOLERANCE = 1e-5
 
 
-def command(model, data_root, combination, seeds, learning_rates, max_steps=4):
-    """A short run.py command line; output_dir, log_file and the feature cache are relative (each
-    test runs in a folder of its own)."""
+def command(model, data_root, combination, seeds, learning_rates, max_steps=4, epochs=None):
+    """A short run.py command line: `max_steps` steps evaluated every 2, or `epochs` epochs evaluated
+    at each one's end; output_dir, log_file and the feature cache are relative (each test runs in a
+    folder of its own)."""
+    schedule = (["--max_steps", str(max_steps), "--eval_steps", "2", "--eval_strategy", "steps"] if epochs is None
+                else ["--max_steps", "-1", "--num_train_epochs", str(epochs), "--eval_strategy", "epoch"])
     argv = ["--task_name", "SST-2", "--data_dir", str(data_root / "k-shot/SST-2/16-{seed}"),
             "--model_name_or_path", model, "--template", "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
-            "--mapping", "{'0':'terrible','1':'great'}", "--training_params", combination, "--do_train",
-            "--max_steps", str(max_steps), "--eval_steps", "2", "--eval_strategy", "steps",
+            "--mapping", "{'0':'terrible','1':'great'}", "--training_params", combination, "--do_train", *schedule,
             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "128", "--max_seq_length", "64",
             "--learning_rate", *learning_rates, "--seed", *seeds, "--output_dir", "out/lr{learning_rate}-seed{seed}",
             "--log_file", "log", "--feature_cache_dir", "cache", "--disable_tqdm", "true",
@@ -73,24 +77,18 @@ def without_timing(record, ignore=frozenset()):
 
 @pytest.fixture
 def step_losses(monkeypatch):
-    """Per-run training losses at every step: {"single": [[...] per run], "packed": [[...] per run]}."""
-    seen = {"single": [], "packed": []}
-    training_step = DeltaTrainer.training_step
+    """Per-run training losses at every step: {"single": {run: [...]}, "packed": {run: [...]}}, a run
+    named by its (learning rate, seed)."""
+    seen = {"single": {}, "packed": {}}
 
-    def single_step(self, *args, **kwargs):
-        loss = training_step(self, *args, **kwargs)
-        if self.state.global_step == 0:
-            seen["single"].append([])
-        seen["single"][-1].append(loss.item())
-        return loss
-    train_together = src.packed.train_together
-
-    def packed(runs, per_run):
-        losses, errors = train_together(runs, per_run)
-        seen["packed"].extend(run_losses.tolist() for run_losses in losses)
-        return losses, errors
-    monkeypatch.setattr(DeltaTrainer, "training_step", single_step)
-    monkeypatch.setattr(src.packed, "train_together", packed)
+    def recording(kind, training_step):
+        def step(self, *args, **kwargs):
+            loss = training_step(self, *args, **kwargs)
+            seen[kind].setdefault((self.args.learning_rate, self.args.seed), []).append(loss.item())
+            return loss
+        return step
+    monkeypatch.setattr(DeltaTrainer, "training_step", recording("single", DeltaTrainer.training_step))
+    monkeypatch.setattr(PackedTrainer, "training_step", recording("packed", PackedTrainer.training_step))
     return seen
 
 
@@ -137,10 +135,10 @@ def test_packed_runs_equal_single_runs(family, combination, tiny_of, data_root, 
     assert run_singles(tmp_path / "single", no_dropout_model, data_root, combination, seeds, learning_rates,
                        monkeypatch) == [0] * runs
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
-    assert len(step_losses["packed"]) == len(step_losses["single"]) == runs
-    for packed, single in zip(step_losses["packed"], step_losses["single"]):
-        assert len(packed) == len(single) == 4
-        assert packed == pytest.approx(single, abs=TOLERANCE)
+    assert step_losses["packed"].keys() == step_losses["single"].keys() and len(step_losses["packed"]) == runs
+    for run, packed in step_losses["packed"].items():
+        assert len(packed) == 4
+        assert packed == pytest.approx(step_losses["single"][run], abs=TOLERANCE)
 
 
 def test_packed_runs_without_clipping_equal_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):
@@ -172,6 +170,34 @@ def test_packed_multi_stage_runs_equal_single_runs(stage_init, no_dropout_robert
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
 
 
+def test_packed_runs_evaluate_every_epoch_and_log_as_single_runs(no_dropout_roberta, data_root, tmp_path,
+                                                                   monkeypatch, capsys):
+    """--eval_strategy epoch: each packed run's Trainer evaluates at every epoch's end, and logs its
+    loss every --logging_steps, as a single run's does (a loop of its own once called only
+    on_step_end: no evaluation, best_step None, no loss logged)."""
+    def logged_losses():
+        lines = capsys.readouterr().out.splitlines()
+        logs = [ast.literal_eval(line) for line in lines if line.startswith("{'loss': ")]
+        return sorted((log["epoch"], log["loss"]) for log in logs)
+    argv = command(no_dropout_roberta, data_root, "bias", ["13", "21"], ["3e-4"], epochs=2) + ["--logging_steps", "4"]
+    capsys.readouterr()
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    packed_losses = logged_losses()
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "21"):
+        single = command(no_dropout_roberta, data_root, "bias", [seed], ["3e-4"], epochs=2) + ["--logging_steps", "4"]
+        assert main(single) == 0
+    single_losses = logged_losses()
+    for record in records(tmp_path / "packed"):
+        assert [step for step, _ in record["stages"][0]["eval_history"]] == [8, 16]
+        assert record["stages"][0]["best_step"] in (8, 16)
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+    every_4_steps = [0.5, 0.5, 1, 1, 1.5, 1.5, 2, 2]  # epochs of the two runs' logs (8 steps per epoch)
+    assert [epoch for epoch, _ in packed_losses] == [epoch for epoch, _ in single_losses] == every_4_steps
+    assert [loss for _, loss in packed_losses] == pytest.approx([loss for _, loss in single_losses], abs=1e-3)
+
+
 def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch, step_losses):
     """The GPU's precision path (bf16 autocast around the vmapped step) on CPU: bf16 noise only."""
     argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"])
@@ -188,8 +214,9 @@ def test_bf16_autocast_packs_like_single_runs(no_dropout_roberta, data_root, tmp
         assert main(single + ["--bf16", "--use_cpu"]) == 0
     for packed, single in zip(records(tmp_path / "packed"), records(tmp_path / "single")):
         assert packed["bf16"] and packed["stages"][0]["eval_history"] == single["stages"][0]["eval_history"]
-    for packed, single in zip(step_losses["packed"], step_losses["single"]):
-        assert packed == pytest.approx(single, abs=1e-2)
+    assert step_losses["packed"].keys() == step_losses["single"].keys()
+    for run, packed in step_losses["packed"].items():
+        assert packed == pytest.approx(step_losses["single"][run], abs=1e-2)
 
 
 def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data_root, tmp_path, monkeypatch, capsys):
@@ -206,6 +233,21 @@ def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data
     assert run_singles(tmp_path / "single", no_dropout_roberta, data_root, "prompt,bias,adapter", ["13"], ["1e-4"],
                        monkeypatch) == [0]
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
+def test_an_unexpected_error_in_one_run_stops_the_pack_and_is_raised(tiny_roberta, data_root, tmp_path, monkeypatch):
+    """Each run trains in a thread of its own: an exception that is not the run's own UserError (a
+    bug, out of memory) stops every run and reaches the caller; nothing is logged."""
+    training_step = PackedTrainer.training_step
+
+    def failing(self, *args, **kwargs):
+        if self.args.seed == 42 and self.state.global_step == 2:
+            raise RuntimeError("boom")
+        return training_step(self, *args, **kwargs)
+    monkeypatch.setattr(PackedTrainer, "training_step", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_in(tmp_path / "run", command(tiny_roberta, data_root, "bias", ["13", "42", "21"], ["1e-3"]), monkeypatch)
+    assert not (tmp_path / "run" / "log").exists()
 
 
 @pytest.mark.parametrize("family", ["roberta", "bert"])
@@ -257,7 +299,8 @@ def test_skip_done_drops_logged_runs_from_the_pack(tiny_roberta, data_root, tmp_
     ("all", [], "'all' trains the base model itself"),
     ("bias", ["--label_smoothing_factor", "0.3"], "the Trainer's label smoothing replaces the model's loss"),
     ("bias", ["--neftune_noise_alpha", "5"], "the Trainer's NEFTune noise on the embeddings"),
-], ids=["full fine-tuning", "label smoothing", "NEFTune"])
+    ("bias", ["--torch_empty_cache_steps", "1"], "--torch_empty_cache_steps works inside the Trainer's training step"),
+], ids=["full fine-tuning", "label smoothing", "NEFTune", "emptying the cache"])
 def test_setups_that_cannot_pack_run_one_after_another(combination, extra, reason, tiny_roberta, data_root, tmp_path,
                                                        monkeypatch, capsys):
     argv = command(tiny_roberta, data_root, combination, ["13", "42"], ["1e-3"], max_steps=1) + extra

@@ -494,8 +494,8 @@ def runs_for_packing(setup, pad_to_multiple_of=None, count=None, packed=False):
 
 def measure_packed(setup, results):
     """K runs packed (one vmapped forward/backward over the shared base, then each run's clip, AdamW,
-    schedule) vs the same K runs one after another (the Trainer step), round-robin: one unit = one
-    step of every run. Then the largest difference of any delta value after the same steps."""
+    schedule, zero_grad) vs the same K runs one after another (the Trainer step), round-robin: one
+    unit = one step of every run. Then the largest difference of any delta value after the same steps."""
     sequential, (packed, stacks) = runs_for_packing(setup)[0], runs_for_packing(setup, packed=True)
     pad_token_id = setup.tokenizer.pad_token_id
 
@@ -511,7 +511,7 @@ def measure_packed(setup, results):
             torch.nn.utils.clip_grad_norm_(run.params, 1.0)
             run.optimizer.step()
             run.scheduler.step()
-        stacks.zero_grad()
+            run.model.zero_grad(set_to_none=True)  # as each run's Trainer does
 
     units = setup.args.train_steps + 1
     lean, former = (runs_for_packing(setup, count=1)[0][0] for _ in range(2))
