@@ -291,15 +291,21 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
     except UserError as error:
         raise UserError(f"--mapping: {error}") from None
     stages = parse_stages(model_args.training_params, template_parts=template_parts)
-    check_num_k(get_task(data_args.task_name), data_args)
-    if model_args.delta_path:
-        from src.delta.checkpoint import check_delta
-        check_delta(model_args.delta_path)
     if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
                                                                         args.num_train_epochs <= 0)):
         raise UserError(f"--max_steps {args.max_steps} with --num_train_epochs {args.num_train_epochs} trains 0 "
                         "steps; give --max_steps > 0 (or leave out --do_train for a zero-shot evaluation)")
     return stages, template_parts
+
+
+def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """Checks that read the run's input files (its train split, a saved delta). Apart from
+    check_consistency: a run's identity (--skip_done, the sweeps' resume) needs no file read."""
+    from src.tasks import get_task
+    check_num_k(get_task(data_args.task_name), data_args)
+    if model_args.delta_path:
+        from src.delta.checkpoint import check_delta
+        check_delta(model_args.delta_path)
 
 
 def check_num_k(task: Any, data_args: DataArguments) -> None:

@@ -28,9 +28,10 @@ class Experiment:
 
     @classmethod
     def checked(cls, argv):
-        """The run of one argument list, every check done that needs no weights or data (UserError)."""
-        from src.arguments import parse_args
+        """The run of one argument list, every check done that needs no weights and no features (UserError)."""
+        from src.arguments import check_files, parse_args
         experiment = cls(*parse_args(argv))
+        check_files(experiment.model_args, experiment.data_args)
         experiment.check_model()
         check_writable(experiment.args.log_file, experiment.args.output_dir if experiment.trains else None)
         return experiment

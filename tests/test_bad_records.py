@@ -89,10 +89,10 @@ def test_skip_done_reads_past_bad_lines(bad_log, tiny_roberta, data_root, tmp_pa
     assert_warned(err, path, numbers)
 
 
-def test_sweep_resume_reads_past_bad_lines(bad_log, tmp_path):
+def test_sweep_resume_reads_past_bad_lines(bad_log, data_root, tmp_path):
     path, numbers = bad_log
     result = run_script("run_one_task.sh", dict(TASK="SST-2", PRINT_JOBS="pending", LOG_FILE=path, SEEDS=13,
-                                                LRS="1e-3", RESULT_DIR=tmp_path / "result"))
+                                                LRS="1e-3", RESULT_DIR=tmp_path / "result", DATA_ROOT=data_root))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(result.stdout.splitlines()) == 2 * (1 + 7)  # every job is still to run
     assert_warned(result.stderr, path, numbers)
