@@ -31,7 +31,6 @@ stream than a single run: equal in distribution, not bit for bit; with dropout 0
 the single runs' within float noise (tests/test_packed.py).
 """
 import collections
-import contextlib
 import functools
 import gc
 import itertools
@@ -440,9 +439,6 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
     runs' losses (detached; None where no batch); the runs' parameters hold their gradients."""
     stacks.zero_grad()
     device = next(iter(stacks.stacks.values())).device
-    # vmap has no batching rule for CPU flash attention (it would loop over the runs, with a warning);
-    # the math backend is plain batched matmuls. CUDA's attention kernels have batching rules.
-    cpu = device.type == "cpu"
     drawn = [i for i, batch in enumerate(batches) if batch is not None]
     losses, total = [None] * len(batches), 0
     size = lambda i: len(batches[i]["labels"])  # noqa: E731
@@ -450,8 +446,10 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
         group = list(group)
         rows = stacks.of_runs(group)
         batch = pad_to_common_length([batches[i] for i in group], pad_token_id)
-        attention = sdpa_kernel(SDPBackend.MATH) if cpu else contextlib.nullcontext()
-        with attention, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        # The math attention backend, plain batched matmuls: vmap has no batching rule for CPU flash
+        # attention (it would loop over the runs), and on CUDA the memory-efficient kernel, the one
+        # that takes our masks, fails in its backward under vmap ("LSE is not correctly aligned").
+        with sdpa_kernel(SDPBackend.MATH), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             group_losses = batched_loss(rows, batch)
         total = total + group_losses.sum()
         for i, value in zip(group, group_losses.detach()):

@@ -250,6 +250,25 @@ def test_an_unexpected_error_in_one_run_stops_the_pack_and_is_raised(tiny_robert
     assert not (tmp_path / "run" / "log").exists()
 
 
+def test_packed_steps_compute_attention_with_the_math_backend(tiny_roberta, data_root, tmp_path, monkeypatch):
+    """Measured on an H200: under vmap the memory-efficient CUDA kernel (the one SDPA picks for our
+    attention masks) fails in its backward ("LSE is not correctly aligned"), so every packed run failed
+    on a GPU. The packed step forces the math backend whatever the device; a CPU cannot reproduce the
+    failure (and the former code forced it on CPU only), so this checks the backends enabled while
+    attention runs under vmap."""
+    attention, backends = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(*args, **kwargs):
+        if torch._C._functorch.maybe_current_level() is not None:  # inside the packed step's vmap
+            backends.append((torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled(),
+                             torch.backends.cuda.math_sdp_enabled()))
+        return attention(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    assert run_in(tmp_path / "run", command(tiny_roberta, data_root, "bias", ["13", "42"], ["1e-3"], max_steps=2),
+                  monkeypatch) == 0
+    assert backends and set(backends) == {(False, False, True)}
+
+
 @pytest.mark.parametrize("family", ["roberta", "bert"])
 def test_run_stacks_keep_tied_weights_tied_and_rows_in_the_stacks(family, tiny_roberta, tiny_bert):
     """Each run's delta parameters become rows of the stacks: a tied name (the MLM decoder bias) stays
