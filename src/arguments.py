@@ -1,9 +1,11 @@
 """Command-line arguments (LM-BFF / FS-PBA names), parsed with HfArgumentParser and checked up front.
 
 Each project field declares its allowed values once, as `metadata["allowed"]` (an `Allowed`), and
-its help group as `metadata["group"]`; the Trainer fields this project relies on get theirs from
-`TRAINER_FIELDS`. `check_fields` tests every field's type and allowed values when a dataclass is
-built (command line or JSON file alike), so a bad value is one `error:` line before anything loads.
+its help group as `metadata["group"]` (`src.checks.option`); the delta methods' options come from
+their registry entries (`src/delta`: each method's options dataclass); the Trainer fields this
+project relies on get theirs from `TRAINER_FIELDS`. `check_fields` tests every field's type and
+allowed values when a dataclass is built (command line or JSON file alike), so a bad value is one
+`error:` line before anything loads.
 """
 import argparse
 import copy
@@ -15,13 +17,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from collections import Counter
-from functools import lru_cache
-from typing import Any, Callable, Dict, List, Optional
+from functools import lru_cache, partial
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set
 
 from transformers import HfArgumentParser, TrainingArguments, get_scheduler
 from transformers.trainer_utils import SchedulerType
 
-from src.checks import Allowed, above, at_least, between, is_number, one_of, typed
+from src.checks import Allowed, above, at_least, between, one_of, option, typed
+from src.dataset import MODES, input_length, uses_template
+from src.delta import METHODS, Stages, attachable
 from src.errors import UserError
 from src.files import read_regular
 from src.tasks import TASKS
@@ -35,12 +39,10 @@ ARGUMENT_ALIASES = {
 }
 
 
-NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "", ("",))
-EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v), ("/nonexistent/path",))
-FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v), ("/nonexistent/folder",))
+NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
+EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v))
+FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v))
 SEED = between(0, 2**32 - 1, integer=True)
-# LoRA's alpha in use is a few to a few hundred; far beyond it the update overflows float32 at once.
-LORA_ALPHA_MAX = 4096
 
 
 def _has_cuda():
@@ -49,19 +51,8 @@ def _has_cuda():
 
 
 TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)",
-               lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"}, ("SST-7",))
-NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)",
-                    lambda v: not v or _has_cuda(), ("true",))
-
-
-def arg(default=dataclasses.MISSING, help="", group=None, allowed=None, **kwargs):
-    """A dataclass field with its help text, help group and allowed values."""
-    metadata = {"help": help, "group": group}
-    if allowed is not None:
-        metadata["allowed"] = allowed
-    if "default_factory" in kwargs:
-        return field(metadata=metadata, **kwargs)
-    return field(default=default, metadata=metadata)
+               lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"})
+NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
 
 
 # Trainer fields this project's runs use: help group "training" and their allowed values.
@@ -79,36 +70,52 @@ TRAINER_FIELDS = {
     "lr_scheduler_type": Allowed(
         f"one of {', '.join(t.value for t in SchedulerType if t is not SchedulerType.REDUCE_ON_PLATEAU)} "
         "(not reduce_lr_on_plateau: the evaluation computes no loss for it)",
-        lambda v: v in {t.value for t in SchedulerType} - {SchedulerType.REDUCE_ON_PLATEAU.value},
-        ("reduce_lr_on_plateau", "bogus")),
+        lambda v: v in {t.value for t in SchedulerType} - {SchedulerType.REDUCE_ON_PLATEAU.value}),
 }
 GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
           "log": "results log and sweeps"}
 
 
+def with_method_options(cls: type) -> type:
+    """The dataclass `cls` with, after its own fields, one field per option of each registered delta method
+    (its options dataclass in src/delta: name, type, default, help, allowed values), in help group delta."""
+    fields = []
+    for method in METHODS.values():
+        if method.options is not None:
+            hints = typing.get_type_hints(method.options)
+            fields += [(f.name, hints[f.name], option(f.default, f.metadata["help"], "delta",
+                                                      f.metadata.get("allowed"))) for f in dataclasses.fields(method.options)]
+    names = [name for name, _, _ in fields] + [f.name for f in dataclasses.fields(cls)]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise TypeError(f"delta method options named like another run.py argument: {', '.join(clashes)}")
+    generated = dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,))
+    generated.__module__, generated.__qualname__, generated.__doc__ = cls.__module__, cls.__qualname__, cls.__doc__
+    return generated
+
+
+@with_method_options
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = arg(help="Hub name (roberta-large) or local model folder.", group="model",
-                                  allowed=NON_EMPTY)
-    few_shot_type: str = arg("prompt", "prompt: through the template; finetune: a new classification head; "
-                             "prompt-demo: with demonstrations.", "model", one_of("prompt", "finetune", "prompt-demo"))
-    training_params: List[str] = arg(
-        help="Delta groups to train, comma-joined (prompt,bias,adapter); several values are trained one after "
+    """The model, the mode and the delta: what is trained, in which stages, with which methods' options."""
+    model_name_or_path: str = option(help="Hub name (roberta-large) or local model folder.", group="model",
+                                     allowed=NON_EMPTY)
+    few_shot_type: str = option("prompt", "prompt: through the template; finetune: a new classification head; "
+                                "prompt-demo: with demonstrations.", "model", one_of(*MODES))
+    training_params: List[str] = option(
+        help="Delta methods to train, comma-joined (prompt,bias,adapter); several values are trained one after "
              "another as stages.", group="delta",
-        allowed=Allowed("a non-empty list", lambda v: len(v) > 0, ()), default_factory=lambda: ["all"])
-    use_adapter: bool = arg(False, "Add the Houlsby adapters even when no stage trains them (they are added anyway "
-                            "when --training_params lists adapter).", "delta")
-    adapter_reduction_factor: int = arg(16, "adapter: bottleneck = hidden size / this.", "delta", at_least(1))
-    lora_r: int = arg(8, "lora: rank of the low-rank update.", "delta", at_least(1))
-    lora_alpha: int = arg(8, "lora: scaling numerator (the update is scaled by alpha / r).", "delta",
-                          between(1, LORA_ALPHA_MAX, integer=True))
-    prompt_num: int = arg(10, "Number of soft-prompt vectors (*prompt* in the template).", "delta", at_least(1))
-    stage_init: str = arg("last", "Multi-stage: start each stage from the previous stage's 'last' parameters "
-                          "(reference) or its 'best' dev state.", "delta", one_of("last", "best"))
-    delta_path: Optional[str] = arg(None, "Load delta weights saved by an earlier run before training or "
-                                    "evaluation.", "delta", EXISTING)
-    reference_mode: bool = arg(False, "Compute like the reference: pad to max_seq_length and score the whole "
-                               "vocabulary at every position (slower, same results).", "model")
+        allowed=Allowed("a non-empty list", lambda v: len(v) > 0), default_factory=lambda: ["all"])
+    attach: Optional[str] = option(None, "Delta methods whose modules are added without being trained, "
+                                   "comma-joined (e.g. adapter: frozen adapters while the biases train); those "
+                                   "--training_params lists are added anyway.", "delta")
+    use_adapter: bool = option(False, "The old spelling of --attach adapter.", "delta")
+    stage_init: str = option("last", "Multi-stage: start each stage from the previous stage's 'last' parameters "
+                             "(reference) or its 'best' dev state.", "delta", one_of("last", "best"))
+    delta_path: Optional[str] = option(None, "Load delta weights saved by an earlier run before training or "
+                                       "evaluation.", "delta", EXISTING)
+    reference_mode: bool = option(False, "Compute like the reference: pad to max_seq_length and score the whole "
+                                  "vocabulary at every position (slower, same results).", "model")
 
     def __post_init__(self):
         check_fields(self)
@@ -116,40 +123,39 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    task_name: str = arg(help=f"The task: {TASK.text}.", group="data", allowed=TASK)
-    data_dir: str = arg(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
-    template: Optional[str] = arg(None, "LM-BFF template, e.g. *cls**sent_0*_It_was*mask*.*sep+*", "data")
-    mapping: Optional[str] = arg(None, "Label words as a Python dict literal, e.g. "
-                                 "\"{'0':'terrible','1':'great'}\".", "data")
-    max_seq_length: int = arg(128, "Tokens per example (doubled with --double_demo); at most the model's "
-                              "positions.", "data", at_least(8))
-    first_sent_limit: Optional[int] = arg(None, "Truncate the first sentence to this many tokens.", "data",
-                                          at_least(1))
-    other_sent_limit: Optional[int] = arg(None, "Truncate the other sentences to this many tokens.", "data",
-                                          at_least(1))
-    truncate_head: bool = arg(False, "Truncate from the head instead of the tail.", "data")
-    num_k: int = arg(16, "Examples per class (recorded for bookkeeping); must match a k-shot train split "
-                     "(the same count for every label).", "data", at_least(1))
-    num_sample: int = arg(16, "prompt-demo: demonstration sets per test example.", "data", at_least(1))
-    num_demo: int = arg(1, "prompt-demo: demonstrations per class.", "data", at_least(1))
-    double_demo: bool = arg(False, "prompt-demo: twice max_seq_length.", "data")
-    demo_filter: bool = arg(False, "prompt-demo: draw demonstrations from the most similar train examples.",
-                            "data")
-    demo_filter_model: Optional[str] = arg(None, "demo_filter: name of the embeddings files "
-                                           "({split}_{model}.npy).", "data")
-    demo_filter_rate: float = arg(0.5, "demo_filter: share of the most similar examples kept.", "data",
-                                  Allowed("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1,
-                                          ("0", "1.5", "nan")))
-    overwrite_cache: bool = arg(False, "Rebuild the cached features.", "data")
-    skip_train_eval: bool = arg(False, "Leave the train split out of the final evaluation (large train sets).",
-                                "data")
-    dev_as_test: bool = arg(False, "Full data: the dev set is also the test set (GLUE test labels are hidden), "
-                            "as in the reference's full-data runs.", "data")
-    feature_cache_dir: Optional[str] = arg(None, "Where tokenised features are cached (default: the user "
-                                           "cache folder, see README).", "data")
-    pad_to_multiple_of: Optional[int] = arg(None, "Round each batch's length up to a multiple of this (e.g. 16): "
-                                            "fewer distinct shapes, so --torch_compile does not recompile per "
-                                            "length (results change only by float noise).", "training", at_least(1))
+    task_name: str = option(help=f"The task: {TASK.text}.", group="data", allowed=TASK)
+    data_dir: str = option(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
+    template: Optional[str] = option(None, "LM-BFF template, e.g. *cls**sent_0*_It_was*mask*.*sep+*", "data")
+    mapping: Optional[str] = option(None, "Label words as a Python dict literal, e.g. "
+                                    "\"{'0':'terrible','1':'great'}\".", "data")
+    max_seq_length: int = option(128, "Tokens per example (doubled with --double_demo); at most the model's "
+                                 "positions.", "data", at_least(8))
+    first_sent_limit: Optional[int] = option(None, "Truncate the first sentence to this many tokens.", "data",
+                                             at_least(1))
+    other_sent_limit: Optional[int] = option(None, "Truncate the other sentences to this many tokens.", "data",
+                                             at_least(1))
+    truncate_head: bool = option(False, "Truncate from the head instead of the tail.", "data")
+    num_k: int = option(16, "Examples per class (recorded for bookkeeping); must match a k-shot train split "
+                        "(the same count for every label).", "data", at_least(1))
+    num_sample: int = option(16, "prompt-demo: demonstration sets per test example.", "data", at_least(1))
+    num_demo: int = option(1, "prompt-demo: demonstrations per class.", "data", at_least(1))
+    double_demo: bool = option(False, "prompt-demo: twice max_seq_length.", "data")
+    demo_filter: bool = option(False, "prompt-demo: draw demonstrations from the most similar train examples.",
+                               "data")
+    demo_filter_model: Optional[str] = option(None, "demo_filter: name of the embeddings files "
+                                              "({split}_{model}.npy).", "data")
+    demo_filter_rate: float = option(0.5, "demo_filter: share of the most similar examples kept.", "data",
+                                     between(0, 1, low_open=True))
+    overwrite_cache: bool = option(False, "Rebuild the cached features.", "data")
+    skip_train_eval: bool = option(False, "Leave the train split out of the final evaluation (large train sets).",
+                                   "data")
+    dev_as_test: bool = option(False, "Full data: the dev set is also the test set (GLUE test labels are hidden), "
+                               "as in the reference's full-data runs.", "data")
+    feature_cache_dir: Optional[str] = option(None, "Where tokenised features are cached (default: the user "
+                                              "cache folder, see README).", "data")
+    pad_to_multiple_of: Optional[int] = option(None, "Round each batch's length up to a multiple of this (e.g. 16): "
+                                               "fewer distinct shapes, so --torch_compile does not recompile per "
+                                               "length (results change only by float noise).", "training", at_least(1))
 
     def __post_init__(self):
         check_fields(self)
@@ -157,15 +163,15 @@ class DataArguments:
 
 @dataclass
 class DeltaTrainingArguments(TrainingArguments):
-    output_dir: str = arg("result/tmp", "Where the trained delta is saved.", "training", NON_EMPTY)
-    notrain: bool = arg(False, "Evaluate the untrained model (zero-shot).", "training")
-    do_eval: bool = arg(False, "Accepted as in the reference's commands: dev is always evaluated (every "
-                        "--eval_steps, it picks the best state).", "training")
-    do_predict: bool = arg(False, "Accepted as in the reference's commands: train, dev and test are always "
-                           "scored at the end (the record and the tables need them).", "training")
-    tag: str = arg("", "Free label stored in the results log.", "log")
-    log_file: str = arg("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY)
-    skip_done: bool = arg(False, "Exit at once if the log already holds a record of this run (resume).", "log")
+    output_dir: str = option("result/tmp", "Where the trained delta is saved.", "training", NON_EMPTY)
+    notrain: bool = option(False, "Evaluate the untrained model (zero-shot).", "training")
+    do_eval: bool = option(False, "Accepted as in the reference's commands: dev is always evaluated (every "
+                           "--eval_steps, it picks the best state).", "training")
+    do_predict: bool = option(False, "Accepted as in the reference's commands: train, dev and test are always "
+                              "scored at the end (the record and the tables need them).", "training")
+    tag: str = option("", "Free label stored in the results log.", "log")
+    log_file: str = option("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY)
+    skip_done: bool = option(False, "Exit at once if the log already holds a record of this run (resume).", "log")
     report_to: Optional[List[str]] = field(default_factory=lambda: ["none"], metadata={
         "help": "Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run."})
     save_strategy: str = field(default="no", metadata={
@@ -272,13 +278,20 @@ def check_fields(obj: Any, extra: Optional[dict] = None) -> None:
             raise UserError(f"--{f.name} must be {allowed.text}, got {value!r}")
 
 
-def check_consistency(model_args: ModelArguments, data_args: DataArguments, args: DeltaTrainingArguments) -> tuple:
-    """Checks across arguments (template, mapping, stages, step count); returns the parsed stages and
-    the kinds of parts of the template."""
-    from src.delta import parse_stages
+class Consistent(NamedTuple):
+    """What check_consistency parsed: the stages, the methods attached without training (--attach), the
+    template's kinds of parts."""
+    stages: Stages
+    attached: List[str]
+    template_parts: Set[str]
+
+
+def check_consistency(model_args: ModelArguments, data_args: DataArguments,
+                      args: DeltaTrainingArguments) -> Consistent:
+    """Checks across arguments (template, mapping, stages, attached methods, step count)."""
     from src.tasks import get_task
     from src.templates import parse_mapping, parse_template
-    prompt_mode = model_args.few_shot_type != "finetune"
+    prompt_mode = uses_template(model_args.few_shot_type)
     if prompt_mode and not (data_args.template and data_args.mapping):
         raise UserError("--template and --mapping are required unless --few_shot_type finetune")
     try:
@@ -290,12 +303,24 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
             parse_mapping(data_args.mapping, get_task(data_args.task_name).labels)
     except UserError as error:
         raise UserError(f"--mapping: {error}") from None
-    stages = parse_stages(model_args.training_params, template_parts=template_parts)
+    stages = Stages.parse(model_args.training_params)
+    stages.check_template(template_parts)
+    attached = attached_methods(model_args)
     if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
                                                                         args.num_train_epochs <= 0)):
         raise UserError(f"--max_steps {args.max_steps} with --num_train_epochs {args.num_train_epochs} trains 0 "
                         "steps; give --max_steps > 0 (or leave out --do_train for a zero-shot evaluation)")
-    return stages, template_parts
+    return Consistent(stages, attached, template_parts)
+
+
+def attached_methods(arguments: Any) -> List[str]:
+    """The methods --attach names (checked), with the adapter of the old --use_adapter, in registry order.
+    `arguments`: run.py's ModelArguments, or a record or delta config (a dict) of this or an older version."""
+    get = arguments.get if isinstance(arguments, dict) else partial(getattr, arguments)
+    names = attachable(get("attach")) if get("attach") else []
+    if get("use_adapter") and "adapter" not in names:
+        names = [name for name in METHODS if name in {*names, "adapter"}]
+    return names
 
 
 def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
@@ -321,34 +346,29 @@ def check_num_k(task: Any, data_args: DataArguments) -> None:
                         f"{data_file(task, data_args.data_dir, 'train')} holds {counts.pop()} examples per label")
 
 
-def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments) -> None:
-    """Checks against the model's config (read before the weights): family, positions, methods and adapter size."""
+def check_model_config(config: Any, model_args: ModelArguments, data_args: DataArguments,
+                       methods: Iterable[str]) -> None:
+    """Checks against the model's config (read before the weights): family, positions, and the `methods` whose
+    modules the run attaches (can they attach to the family, do their options fit the model)."""
     from src.families import check_methods, family_of
     family = family_of(config)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
-        offset = family.position_offset(config)
-        doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
-        length = data_args.max_seq_length * (2 if doubled else 1)
-        if length > positions - offset:
-            raise UserError(f"--max_seq_length must be at most {(positions - offset) // (2 if doubled else 1)} "
-                            f"for {model_args.model_name_or_path} ({positions - offset} positions"
+        positions -= family.position_offset(config)
+        length = input_length(data_args.max_seq_length, model_args.few_shot_type, data_args.double_demo)
+        if length > positions:
+            doubled = length != data_args.max_seq_length
+            raise UserError(f"--max_seq_length must be at most {positions // (2 if doubled else 1)} "
+                            f"for {model_args.model_name_or_path} ({positions} positions"
                             f"{', halved by --double_demo' if doubled else ''}), got {data_args.max_seq_length}")
         multiple = data_args.pad_to_multiple_of
-        if multiple and -(-length // multiple) * multiple > positions - offset:
+        if multiple and -(-length // multiple) * multiple > positions:
             raise UserError(f"--pad_to_multiple_of {multiple} rounds batches of up to {length} tokens up to "
-                            f"{-(-length // multiple) * multiple}, more than the {positions - offset} positions of "
+                            f"{-(-length // multiple) * multiple}, more than the {positions} positions of "
                             f"{model_args.model_name_or_path}")
-    from src.delta import split_combination
-    methods = {name for stage in model_args.training_params for name in split_combination(stage)}
-    check_methods(family, methods | ({"adapter"} if model_args.use_adapter else set()))
-    if ((model_args.use_adapter or "adapter" in methods)
-            and config.hidden_size // model_args.adapter_reduction_factor < 1):
-        raise UserError(f"--adapter_reduction_factor must be at most {config.hidden_size} (the hidden size of "
-                        f"{model_args.model_name_or_path}), got {model_args.adapter_reduction_factor}")
-    if "lora" in methods and model_args.lora_r > config.hidden_size:
-        raise UserError(f"--lora_r must be at most {config.hidden_size} (the hidden size of "
-                        f"{model_args.model_name_or_path}), got {model_args.lora_r}")
+    check_methods(family, methods)
+    for name in methods:
+        METHODS[name].check(model_args, config)
     check_weight_files(model_args.model_name_or_path)
 
 
@@ -458,6 +478,24 @@ NOT_IDENTITY = frozenset({
     "push_to_hub_organization", "push_to_hub_token", "torch_compile", "torch_compile_backend",
     "torch_compile_mode", "pad_to_multiple_of", "include_tokens_per_second", "include_num_input_tokens_seen", "torch_empty_cache_steps",
 })
+
+
+def canonical_arguments(arguments: Dict[str, Any]) -> Dict[str, Any]:
+    """`arguments` (run.py's, or a record of this or an older version) with one spelling of each value that
+    has several: the stages as `Stages` spells them ('bias,prompt' is 'prompt,bias'), the attached methods as
+    one --attach list (registry order; the old --use_adapter folded in, its key dropped). A value this
+    version cannot read (a method it does not know) stays as it is."""
+    canonical = dict(arguments)
+    try:
+        canonical["training_params"] = str(Stages.parse(arguments["training_params"]))
+    except (KeyError, TypeError, UserError):
+        pass
+    try:
+        canonical["attach"] = ",".join(attached_methods(arguments)) or None
+        canonical.pop("use_adapter", None)
+    except (AttributeError, UserError):  # not a comma list, or an unknown method
+        pass
+    return canonical
 
 
 @lru_cache(maxsize=1)

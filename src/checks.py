@@ -1,25 +1,43 @@
-"""Allowed values of command-line options, declared once and checked the same way everywhere.
+"""Allowed values of command-line options (and of log records' fields), declared once and checked the
+same way everywhere.
 
-`Allowed` describes what an option may hold; `typed` turns one into an argparse `type=` function;
+`Allowed` describes what an option may hold (`Number` and `Choice` keep their bounds and choices);
+`option` declares a dataclass field that is an option; `typed` turns one into an argparse `type=` function;
 `ArgumentParser` reports a bad option as a UserError (one `error:` line, exit 2 through `@cli`)
 instead of argparse's usage text.
 """
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from src.errors import UserError
 
 
 @dataclass(frozen=True)
 class Allowed:
-    """The values an option may take: those for which `test` is true, described by `text`.
-
-    `rejected` lists command-line spellings of values it refuses (used by the bad-input tests)."""
+    """The values an option (or a field of a log record) may take: those for which `test` is true,
+    described by `text`."""
     text: str
     test: Callable[[Any], bool]
-    rejected: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Number(Allowed):
+    """Numbers between `low` and `high` (None: unbounded; `*_open`: the bound itself excluded), integers
+    only or finite numbers (`at_least`, `above`, `between` make one)."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    integer: bool = False
+    low_open: bool = False
+    high_open: bool = False
+
+
+@dataclass(frozen=True)
+class Choice(Allowed):
+    """One of a few strings (`one_of`)."""
+    choices: Tuple[str, ...] = ()
 
 
 def is_number(value: Any) -> bool:
@@ -32,26 +50,58 @@ def is_number(value: Any) -> bool:
         return False
 
 
-def at_least(low: float, integer: bool = True) -> Allowed:
-    kind = "an integer" if integer else "a finite number"
-    return Allowed(f"{kind} >= {low}", lambda v: is_number(v) and v >= low and (not integer or v == int(v)),
-                   (str(low - 1),) if integer else (str(low - 1), "nan", "inf"))
+def is_integer(value: Any) -> bool:
+    """An int (not a bool): what a JSON integer reads as."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def above(low: float) -> Allowed:
-    return Allowed(f"a finite number > {low}", lambda v: is_number(v) and v > low, (str(low), "nan", "inf"))
+def number(low: Optional[float] = None, high: Optional[float] = None, integer: bool = False,
+           low_open: bool = False, high_open: bool = False) -> Number:
+    """The numbers between `low` and `high` (see `Number`), with their description."""
+    kind = "an integer" if integer else "a number" if high is not None else "a finite number"
+    if high is None:
+        text = f"{kind} {'>' if low_open else '>='} {low}" if low is not None else kind
+    else:
+        text = f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+    def test(v):
+        return (is_number(v) and (not integer or v == int(v))
+                and (low is None or (v > low if low_open else v >= low))
+                and (high is None or (v < high if high_open else v <= high)))
+    return Number(text, test, low, high, integer, low_open, high_open)
 
 
-def between(low: float, high: float, integer: bool = False, high_open: bool = False) -> Allowed:
-    kind = "an integer" if integer else "a number"
-    bracket = ")" if high_open else "]"
-    return Allowed(f"{kind} in [{low}, {high}{bracket}",
-                   lambda v: is_number(v) and low <= v and (v < high if high_open else v <= high),
-                   (str(low - 1), str(high + 1)) if integer else (str(low - 1), str(high + 1), "nan"))
+def at_least(low: float, integer: bool = True) -> Number:
+    return number(low, integer=integer)
 
 
-def one_of(*choices: str) -> Allowed:
-    return Allowed(f"one of {', '.join(choices)}", lambda v: v in choices, ("bogus",))
+def above(low: float) -> Number:
+    return number(low, low_open=True)
+
+
+def between(low: float, high: float, integer: bool = False, low_open: bool = False, high_open: bool = False) -> Number:
+    return number(low, high, integer, low_open, high_open)
+
+
+def one_of(*choices: str) -> Choice:
+    return Choice(f"one of {', '.join(choices)}", lambda v: v in choices, choices)
+
+
+def optional(allowed: Allowed) -> Allowed:
+    """`allowed`, or None."""
+    return Allowed(f"{allowed.text} or null", lambda v: v is None or allowed.test(v))
+
+
+def of_type(kind: type, text: str) -> Allowed:
+    """Any value of type `kind` (an int is not a bool here)."""
+    return Allowed(text, lambda v: isinstance(v, kind) and not (kind is int and isinstance(v, bool)))
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", group: Optional[str] = None,
+           allowed: Optional[Allowed] = None, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field that is a command-line option: its default, help text, help group and allowed values."""
+    metadata = {"help": help, "group": group, **({"allowed": allowed} if allowed is not None else {})}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def typed(kind: type, allowed: Allowed) -> Callable[[str], Any]:

@@ -24,7 +24,18 @@ from src.templates import (ENCODER_VERSION, encode, label_word_ids, parse_mappin
                            uses_segment_ids, with_demonstrations)
 
 FEATURES_VERSION = "2"  # bump whenever the features built here change
-MODES = ("prompt", "finetune", "prompt-demo")
+MODES = ("prompt", "finetune", "prompt-demo")  # --few_shot_type (SPEC §5)
+PROMPT, FINETUNE, DEMO = MODES
+
+
+def uses_template(few_shot_type: str) -> bool:
+    """prompt and prompt-demo render inputs through a template and score label words; finetune trains a new head."""
+    return few_shot_type != FINETUNE
+
+
+def input_length(max_seq_length: int, few_shot_type: str, double_demo: bool) -> int:
+    """Tokens per input: max_seq_length, twice that with --double_demo in prompt-demo mode."""
+    return max_seq_length * (2 if double_demo and few_shot_type == DEMO else 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +72,7 @@ class FeatureSettings:
 
     @property
     def demo(self):
-        return self.few_shot_type == "prompt-demo"
+        return self.few_shot_type == DEMO
 
 
 def default_cache_dir() -> Path:
@@ -137,7 +148,7 @@ class FewShotDataset(Dataset):
     # -- features ------------------------------------------------------------------------------
 
     def _build_features(self):
-        if self.settings.few_shot_type == "finetune":
+        if not uses_template(self.settings.few_shot_type):
             return [self._finetune_features(example) for example in self.examples]
         if self.settings.demo:
             return self._demo_features()
@@ -188,7 +199,7 @@ class FewShotDataset(Dataset):
         template = parse_template(s.template)
         mapping = parse_mapping(s.mapping, self.task.labels)
         label_words = label_word_ids(self.tokenizer, mapping, self.task.labels)
-        max_seq_length = s.max_seq_length * 2 if s.double_demo else s.max_seq_length
+        max_seq_length = input_length(s.max_seq_length, s.few_shot_type, s.double_demo)
         per_example = 2 if self.task.two_sentences else 1
         rng = np.random.default_rng(s.seed)
         features = []

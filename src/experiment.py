@@ -24,7 +24,7 @@ class Experiment:
         self.task = get_task(data_args.task_name)
         data_args.task_name = self.task.key
         self.trains = training_args.do_train and not training_args.notrain
-        self.stages, self.template_parts = check_consistency(model_args, data_args, training_args)
+        self.stages, self.attached, self.template_parts = check_consistency(model_args, data_args, training_args)
 
     @classmethod
     def checked(cls, argv):
@@ -47,23 +47,31 @@ class Experiment:
         from transformers import AutoConfig, AutoTokenizer
 
         from src.arguments import check_model_config
+        from src.dataset import uses_template
         from src.models import load_pretrained
         from src.templates import label_word_ids, parse_mapping
         config = load_pretrained(AutoConfig, self.model_args.model_name_or_path, "model config")
-        check_model_config(config, self.model_args, self.data_args)
+        check_model_config(config, self.model_args, self.data_args, self.modules())
         self.tokenizer = load_pretrained(AutoTokenizer, self.model_args.model_name_or_path, "tokenizer")
         if len(self.tokenizer) > config.vocab_size:
             raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
                             f"model's {config.vocab_size} embeddings")
         mapping, labels = self.data_args.mapping, self.task.labels
         self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
-                            if self.model_args.few_shot_type != "finetune" else None)
+                            if uses_template(self.model_args.few_shot_type) else None)
+
+    def modules(self):
+        """The delta methods whose modules the model gets: those any stage trains and those --attach names
+        (in registry order)."""
+        from src.delta import METHODS
+        return [name for name in METHODS if name in {*self.stages.methods, *self.attached}]
 
     def arguments_record(self):
+        """The run's arguments as its record holds them: every value in its one spelling (canonical_arguments)."""
+        from src.arguments import canonical_arguments
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
-        record["training_params"] = " ".join(self.model_args.training_params)
         record["do_train"] = self.trains
-        return record
+        return canonical_arguments(record)
 
     def run(self):
         started = time.time()
@@ -76,19 +84,17 @@ class Experiment:
         import torch
         from transformers import set_seed
 
-        from src.dataset import Collator, FewShotDataset
-        from src.delta import METHODS
+        from src.dataset import Collator, FewShotDataset, input_length
         from src.delta.checkpoint import load_delta, saved_methods
         from src.models import build_model
 
         data_args, model_args, args = self.data_args, self.model_args, self.args
-        self.all_methods = sorted({m for stage in self.stages for m in stage}, key=list(METHODS).index)
         self.datasets = self.load_datasets(FewShotDataset, self.tokenizer)
 
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
         set_seed(args.seed)
-        attached = set(self.all_methods) | ({"adapter"} if model_args.use_adapter else set())
+        attached = set(self.modules())
         if model_args.delta_path:  # the saved delta's modules, whatever this run trains
             attached |= saved_methods(model_args.delta_path)
         self.model = build_model(model_args, self.task, self.label_words, attached, self.template_parts)
@@ -96,8 +102,7 @@ class Experiment:
             load_delta(self.model, model_args.delta_path)
         pad_to = None
         if model_args.reference_mode:  # the reference pads every batch to the maximum length
-            doubled = data_args.double_demo and model_args.few_shot_type == "prompt-demo"
-            pad_to = data_args.max_seq_length * (2 if doubled else 1)
+            pad_to = input_length(data_args.max_seq_length, model_args.few_shot_type, data_args.double_demo)
         self.collator = Collator(self.tokenizer.pad_token_id, pad_to=pad_to,
                                  pad_to_multiple_of=data_args.pad_to_multiple_of)
 
@@ -140,7 +145,7 @@ class Experiment:
         for split in final_splits:
             task_key, name = ("mnli-mm", "test") if split == "test-mm" else (self.task.key, split)
             metrics.update({metric_key(task_key, name, metric): value for metric, value in scores[split].items()})
-        trainable, total = count_parameters(model, self.all_methods)
+        trainable, total = count_parameters(model, self.stages.methods)
         trainable = trainable if self.trains else 0
         arguments = self.arguments_record()
         record = {**arguments, **run_facts(arguments), **metrics,
@@ -151,7 +156,7 @@ class Experiment:
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         print(self.summary(record, datasets["test"]))
         if args.process_index == 0:  # one writer under torchrun
-            self.save(record, lambda: save_delta(model, self.all_methods, args.output_dir, self.arguments_record()))
+            self.save(record, lambda: save_delta(model, self.stages.methods, args.output_dir, self.arguments_record()))
         return record
 
     def save(self, record, write_delta):
@@ -178,7 +183,7 @@ class Experiment:
         """One line: the main metric on dev and test beside the majority class's share of test."""
         from src.results import metric_key
         task, metric = self.task, self.task.main_metric
-        line = (f"result: {task.name} {' -> '.join(self.model_args.training_params) if self.trains else 'zero-shot'}"
+        line = (f"result: {task.name} {' -> '.join(self.stages.specs) if self.trains else 'zero-shot'}"
                 f" dev {metric} {record[metric_key(task.key, 'dev', metric)]:.4f}"
                 f" test {metric} {record[metric_key(task.key, 'test', metric)]:.4f}")
         if not task.regression:

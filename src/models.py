@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
+from src.dataset import uses_template
 from src.delta import attach_methods, methods_for_template
 from src.errors import UserError
 from src.families import family_of
@@ -149,7 +150,7 @@ def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], met
     and those that the template's parts need (the soft prompt table for a *prompt* part)."""
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, "model config")
     overrides = family_of(config).load_overrides(config)
-    if model_args.few_shot_type == "finetune":
+    if not uses_template(model_args.few_shot_type):
         model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
                                 num_labels=1 if task.regression else len(task.labels), **overrides)
     else:

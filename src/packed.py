@@ -44,7 +44,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from src.delta import METHODS, rules_for
+from src.dataset import uses_template
+from src.delta import METHODS, trained_by
 from src.errors import UserError
 from src.multirun import run_label
 from src.trainer import DeltaTrainer
@@ -63,9 +64,9 @@ def why_not_packed(experiment):
     args, model_args = experiment.args, experiment.model_args
     if not experiment.trains:
         return "nothing is trained"
-    if model_args.few_shot_type == "finetune":
+    if not uses_template(model_args.few_shot_type):
         return "finetune mode trains a new head per run"
-    trains_base = [name for stage in experiment.stages for name in stage if METHODS[name].trains_base]
+    trains_base = [name for name in experiment.stages.methods if METHODS[name].trains_base]
     if trains_base:
         return f"{trains_base[0]!r} trains the base model itself"
     if args.label_smoothing_factor > 0:
@@ -110,7 +111,7 @@ def run_packed(experiments):
             failed = True
     if not live:
         return 1
-    pack = Pack([experiment.model for experiment in live], rules_for(live[0].all_methods))
+    pack = Pack([experiment.model for experiment in live], trained_by(live[0].stages.methods))
     for experiment, outcome in zip(live, pack.train([experiment.train for experiment in live])):
         if isinstance(outcome, UserError):
             fail(experiment, outcome)
@@ -151,9 +152,9 @@ class Pack:
     Ctrl-C, stops every run at its next meeting and is raised in the calling thread.
     """
 
-    def __init__(self, models, rules):
+    def __init__(self, models, trained):
         self.models = models
-        self.per_run = share_frozen(models, rules)
+        self.per_run = share_frozen(models, trained)
         self.lock = threading.Lock()  # guards what follows (one run goes on at a time; and stop)
         self.turns = [threading.Semaphore(0) for _ in models]  # released: that run's turn
         self.ready = collections.deque()  # runs that can go on, in the order they take their turns
@@ -323,12 +324,12 @@ class PackedTrainer(DeltaTrainer):
         return loss
 
 
-def share_frozen(models, rules):
+def share_frozen(models, trained):
     """Point every model at the first model's copy of each parameter that all models hold equal and
-    that `rules` do not train (the frozen base): one copy in memory. Returns the names of the
-    per-run parameters (trained by `rules`, or differing between runs)."""
+    that are not `trained` (name -> bool; the frozen base): one copy in memory. Returns the names of
+    the per-run parameters (trained, or differing between runs)."""
     base = dict(models[0].named_parameters(remove_duplicate=False))
-    per_run = {name for name in base if any(rule(name) for rule in rules)}
+    per_run = {name for name in base if trained(name)}
     for model in models[1:]:
         for name, param in list(model.named_parameters(remove_duplicate=False)):
             if name in per_run or param is base[name]:
@@ -352,11 +353,10 @@ class RunStacks:
 
     def __init__(self, models, names):
         self.stacks, self.rows = {}, [[] for _ in models]
-        # every name of each stacked tensor (tied names too, the same in every run's model):
-        # functional_call then needs no search for tied weights at each call
+        # every place of each stacked tensor (tied names too, the same in every run's model): functional_call
+        # then needs no search for tied weights at each call
         name_of = {id(models[0].get_parameter(name)): name for name in names}
-        self.names = {alias: name_of[id(param)] for alias, param in models[0].named_parameters(remove_duplicate=False)
-                      if id(param) in name_of}
+        self.names = {alias: name_of[id(param)] for alias, param in parameter_places(models[0]) if id(param) in name_of}
         aliases = {name: [] for name in names}
         for alias, name in self.names.items():
             aliases[name].append(alias)
@@ -392,6 +392,15 @@ class RunStacks:
         grads = [stack.grad for stack in self.stacks.values() if stack.grad is not None]
         if grads:
             torch._foreach_zero_(grads)
+
+
+def parameter_places(model):
+    """(name, parameter) once per place that holds a parameter (a module's attribute): a tied weight under
+    each module holding it, but a module that several paths reach (the prefix-tuning pool that every layer
+    of `adapters` holds) once. functional_call swaps a place once per name given, and restores it in that
+    order: a place named twice would keep the swapped-in tensor."""
+    return [(f"{prefix}.{leaf}" if prefix else leaf, param) for prefix, module in model.named_modules()
+            for leaf, param in module.named_parameters(recurse=False)]
 
 
 def set_parameter(model, name, param):

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from filelock import FileLock, Timeout
 
-from src.checks import is_number
+from src.checks import Allowed, is_integer, is_number, of_type, one_of, optional
 from src.errors import UserError
 from src.files import bounded_lines, open_regular
 
@@ -89,23 +89,16 @@ def _metric(value):
     return is_number(value) and METRIC_RANGE[0] <= value <= METRIC_RANGE[1]
 
 
-def _integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _optional(test):
-    return lambda value: value is None or test(value)
-
-
 def _scores(value):
     return isinstance(value, dict) and all(isinstance(k, str) and _metric(v) for k, v in value.items())
 
 
 def _stage(value):
-    """One stage result: its groups, best step, dev history [[step, score], ...], and scores per split."""
+    """One stage result: its methods, best step, dev history [[step, score], ...], and scores per split."""
     return (isinstance(value, dict) and isinstance(value.get("training_params"), str)
-            and _optional(_integer)(value.get("best_step")) and isinstance(value.get("eval_history"), list)
-            and all(isinstance(p, list) and len(p) == 2 and _integer(p[0]) and _metric(p[1])
+            and (value.get("best_step") is None or is_integer(value["best_step"]))
+            and isinstance(value.get("eval_history"), list)
+            and all(isinstance(p, list) and len(p) == 2 and is_integer(p[0]) and _metric(p[1])
                     for p in value["eval_history"])
             and _scores(value.get("dev"))
             and all(_scores(v) for k, v in value.items() if k not in ("training_params", "best_step", "eval_history")))
@@ -116,26 +109,30 @@ METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
 # Every metric of src/tasks.py's METRICS lies here: accuracy and F1 in [0, 1], Matthews and the
 # correlations in [-1, 1]. Anything else (NaN, 1e400, 10**4000) is a damaged value.
 METRIC_RANGE = (-1, 1)
+STRING = of_type(str, "a string")
+BOOLEAN = of_type(bool, "true or false")
+INTEGER = of_type(int, "an integer")
 # What each field of a record must hold when present; every metric is a number in METRIC_RANGE.
 RECORD_FIELDS = {
-    "task_name": ("a string", lambda v: isinstance(v, str)),
-    "tag": ("a string or null", _optional(lambda v: isinstance(v, str))),
-    "template": ("a string or null", _optional(lambda v: isinstance(v, str))),
-    "mapping": ("a string or null", _optional(lambda v: isinstance(v, str))),
-    "training_params": ("a string", lambda v: isinstance(v, str)),
-    "model_name_or_path": ("a string", lambda v: isinstance(v, str)),
-    "do_train": ("true or false", lambda v: isinstance(v, bool)),
-    "seed": ("an integer", _integer),
-    "learning_rate": ("a finite number", is_number),
-    "per_device_train_batch_size": ("an integer", _integer),
-    "max_steps": ("an integer", _integer),
-    "trainable_params": ("an integer >= 0", lambda v: _integer(v) and v >= 0),
-    "total_params": ("an integer > 0", lambda v: _integer(v) and v > 0),
-    "trainable_percent": ("a number in [0, 100]", lambda v: is_number(v) and 0 <= v <= 100),
-    "stages": ("a list of stage results", lambda v: isinstance(v, list) and all(_stage(s) for s in v)),
-    "combination": ("a string or null", _optional(lambda v: isinstance(v, str))),
-    "hard": ("Y, N or null", lambda v: v in ("Y", "N", None)),
-    "zero_shot": ("true or false", lambda v: isinstance(v, bool)),
+    "task_name": STRING,
+    "tag": optional(STRING),
+    "template": optional(STRING),
+    "mapping": optional(STRING),
+    "training_params": STRING,
+    "attach": optional(STRING),
+    "model_name_or_path": STRING,
+    "do_train": BOOLEAN,
+    "seed": INTEGER,
+    "learning_rate": Allowed("a finite number", is_number),
+    "per_device_train_batch_size": INTEGER,
+    "max_steps": INTEGER,
+    "trainable_params": Allowed("an integer >= 0", lambda v: is_integer(v) and v >= 0),
+    "total_params": Allowed("an integer > 0", lambda v: is_integer(v) and v > 0),
+    "trainable_percent": Allowed("a number in [0, 100]", lambda v: is_number(v) and 0 <= v <= 100),
+    "stages": Allowed("a list of stage results", lambda v: isinstance(v, list) and all(_stage(s) for s in v)),
+    "combination": optional(STRING),
+    "hard": optional(one_of("Y", "N")),
+    "zero_shot": BOOLEAN,
 }
 
 
@@ -143,9 +140,9 @@ def record_problem(record: object) -> Optional[str]:
     """What makes `record` unfit for the readers (tables, plots, --skip_done), or None when it is fit."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    for key, (text, test) in RECORD_FIELDS.items():
-        if key in record and not test(record[key]):
-            return f"{key} is not {text}"
+    for key, allowed in RECORD_FIELDS.items():
+        if key in record and not allowed.test(record[key]):
+            return f"{key} is not {allowed.text}"
     for key, value in record.items():
         if METRIC_KEY.fullmatch(key) and not _metric(value):
             return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
@@ -190,12 +187,11 @@ def metric_key(task_key: str, split: str, metric: str) -> str:
 
 def run_facts(arguments: dict) -> dict:
     """The RUN_FACTS of a run, from its arguments (as recorded)."""
-    from src.delta import combination_key
+    from src.delta import Stages
     from src.templates import parse_template
     zero_shot = arguments.get("do_train") is False
-    stages = str(arguments.get("training_params", "")).split()
     try:
-        combination = "none" if zero_shot else " ".join(combination_key([stage]) for stage in stages) or None
+        combination = "none" if zero_shot else str(Stages.parse(str(arguments.get("training_params", ""))))
         template = arguments.get("template")
         hard = parse_template(template).hard if isinstance(template, str) else None
     except UserError:  # a record of a method or template part this version does not know
@@ -213,8 +209,10 @@ def with_run_facts(record: dict) -> dict:
 def run_identity(record: dict) -> dict:
     """What makes two runs the same: every run.py argument that can change a result (a key that an
     older record lacks reads as the argument's default). Not: output paths, logging, device, time,
-    metrics (`src.arguments.NOT_IDENTITY` lists the arguments that change nothing)."""
-    from src.arguments import NOT_IDENTITY, argument_defaults
+    metrics (`src.arguments.NOT_IDENTITY` lists the arguments that change nothing). Values spelled in
+    several ways (an older version's too) count in one spelling (`src.arguments.canonical_arguments`)."""
+    from src.arguments import NOT_IDENTITY, argument_defaults, canonical_arguments
+    record = canonical_arguments(record)
     identity = {key: record.get(key, default) for key, default in argument_defaults().items()
                 if key not in NOT_IDENTITY}
     return json.loads(json.dumps(identity, default=str, sort_keys=True))

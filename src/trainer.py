@@ -8,7 +8,7 @@ from torch.utils.data import Subset
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
-from src.delta import set_trainable
+from src.delta import Stages, set_trainable
 from src.errors import UserError
 from src.models import regression_prediction
 from src.tasks import compute_metrics
@@ -145,7 +145,7 @@ def train_alone(make_trainer: Callable[[torch.nn.Module], Trainer], model: torch
     return trainer
 
 
-def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last", train_stage=train_alone):
+def train_in_stages(model, stages: Stages, make_trainer, eval_sets, stage_init="last", train_stage=train_alone):
     """Train each stage with a fresh Trainer (fresh optimizer and schedule) on its own groups.
 
     Stage N+1 starts from the end of stage N (reference) or, with stage_init='best', from stage N's
@@ -155,20 +155,21 @@ def train_in_stages(model, stages, make_trainer, eval_sets, stage_init="last", t
     pack's (src/packed.py), which trains the stage of its runs together.
     """
     results, trainer = [], None
-    for index, groups in enumerate(stages):
-        set_trainable(model, groups)
+    for index, (methods, spec) in enumerate(zip(stages, stages.specs)):
+        set_trainable(model, methods)
         trainer = train_stage(make_trainer, model)
-        results.append(end_stage(model, trainer, groups, eval_sets,
+        results.append(end_stage(model, trainer, spec, eval_sets,
                                  restart_from_last=stage_init == "last" and index < len(stages) - 1))
     return results, trainer
 
 
-def end_stage(model, trainer, groups, eval_sets, restart_from_last):
+def end_stage(model, trainer, spec, eval_sets, restart_from_last):
     """After a stage's training: score its best dev state on `eval_sets`, then leave the model in
-    that state, or (restart_from_last) in the state the training ended in. Returns the stage result."""
+    that state, or (restart_from_last) in the state the training ended in. Returns the stage result
+    (`spec`: the stage's methods, as `Stages` spells them)."""
     last = delta_state(model)
     restore(model, trainer.best_state or last)
-    result = {"training_params": ",".join(groups), "best_step": trainer.best_step,
+    result = {"training_params": spec, "best_step": trainer.best_step,
               "eval_history": trainer.eval_history}
     result.update(score_splits(trainer, eval_sets))
     if restart_from_last:

@@ -1,9 +1,10 @@
 """Bad input through the command line, in-process: exit status 2, one `error:` line naming the
 argument, no traceback, nothing written (no log, no output folder, no cache).
 
-The run.py cases are generated from the argument dataclasses: every field's rejected values (its
-`Allowed.rejected`) on the command line, and a wrong-typed value in a JSON argument file. A new
-field with allowed values is covered without editing this file.
+The run.py cases are generated from the argument dataclasses (the delta methods' options included):
+values just outside each field's allowed values on the command line (`rejected`: derived from a
+`Number`'s bounds or a `Choice`, or listed in REJECTED), and a wrong-typed value in a JSON argument
+file. A new field with bounds or choices is covered without editing this file.
 """
 import contextlib
 import dataclasses
@@ -18,6 +19,7 @@ import pytest
 
 import run
 from src.arguments import TRAINER_FIELDS, DataArguments, DeltaTrainingArguments, ModelArguments
+from src.checks import Choice, Number
 from tools import (benchmark, count_params, gather_result, generate_k_shot_data, launch, make_table, plot_mulstage,
                    task_args)
 
@@ -43,9 +45,25 @@ def wrong_type(hint):
     return WRONG_TYPE.get(hint)
 
 
+# Command-line values that fields with other kinds of allowed values refuse.
+REJECTED = {"model_name_or_path": ("",), "output_dir": ("",), "log_file": ("",), "task_name": ("SST-7",),
+            "data_dir": ("/nonexistent/folder",), "delta_path": ("/nonexistent/path",), "fp16": ("true",),
+            "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus")}
+
+
+def rejected(name, allowed):
+    """Command-line spellings just outside what `allowed` allows: below and above a Number's bounds (the
+    bound itself where it is open), NaN and infinity where it takes floats, an unknown choice."""
+    if isinstance(allowed, Number):
+        bounds = [str(allowed.low if allowed.low_open else allowed.low - 1)] if allowed.low is not None else []
+        bounds += [str(allowed.high if allowed.high_open else allowed.high + 1)] if allowed.high is not None else []
+        return tuple(bounds) + (() if allowed.integer else ("nan",) if allowed.high is not None else ("nan", "inf"))
+    return ("bogus",) if isinstance(allowed, Choice) else REJECTED.get(name, ())
+
+
 FIELD_CASES = {}
 for _field, _allowed, _hint in project_fields():
-    for _bad in (_allowed.rejected if _allowed else ()):
+    for _bad in rejected(_field.name, _allowed):
         FIELD_CASES[f"--{_field.name} {_bad}"] = ({"cli": [f"--{_field.name}", _bad]}, f"--{_field.name}")
     if wrong_type(_hint) is not None:
         FIELD_CASES[f"json {_field.name}={wrong_type(_hint)!r}"] = ({"json": {_field.name: wrong_type(_hint)}},
@@ -55,6 +73,8 @@ CONSISTENCY_CASES = {
     "unknown flag": ({"cli": ["--bogus_flag", "1"]}, "--bogus_flag"),
     "bad int": ({"cli": ["--max_steps", "many"]}, "--max_steps"),
     "bad bool": ({"cli": ["--use_adapter", "maybe"]}, "--use_adapter"),
+    "attach an unknown method": ({"cli": ["--attach", "adapter,lorax"]}, "unknown delta method 'lorax' in --attach"),
+    "attach a method without modules": ({"cli": ["--attach", "bias"]}, "--attach 'bias': bias adds no modules"),
     "template without mask": ({"cli": ["--template", "*cls**sent_0*.*sep+*"]}, "--template"),
     "no template": ({"cli": ["--template", ""]}, "--template"),
     "mapping not a dict": ({"cli": ["--mapping", "['great']"]}, "--mapping"),
@@ -72,6 +92,9 @@ CONSISTENCY_CASES = {
     "adapter wider than the model": ({"cli": ["--training_params", "adapter", "--adapter_reduction_factor", "1000"]},
                                      "--adapter_reduction_factor"),
     "LoRA rank above the hidden size": ({"cli": ["--training_params", "lora", "--lora_r", "1000"]}, "--lora_r"),
+    "attached LoRA rank above the hidden size": ({"cli": ["--attach", "lora", "--lora_r", "1000"]}, "--lora_r"),
+    "attached adapter wider than the model": ({"cli": ["--use_adapter", "--adapter_reduction_factor", "1000"]},
+                                              "--adapter_reduction_factor"),
     "missing model": ({"cli": ["--model_name_or_path", "/nonexistent/model"]}, "--model_name_or_path"),
     # a copy of the tiny model in the folder named, damaged: (folder, damage(weights file))
     "model weights truncated": ({"model": ("model", lambda w: w.write_bytes(w.read_bytes()[:w.stat().st_size // 2]))},
@@ -154,7 +177,7 @@ def test_bad_run_argument(case, tiny_roberta, data_root, tmp_path, capsys, monke
 def test_every_checked_field_has_a_case_and_help():
     for f, allowed, hint in project_fields():
         assert f.metadata.get("help"), f.name
-        assert (allowed and allowed.rejected) or wrong_type(hint) is not None, f"no bad-input case for {f.name}"
+        assert rejected(f.name, allowed) or wrong_type(hint) is not None, f"no bad-input case for {f.name}"
 
 
 @contextlib.contextmanager
@@ -291,6 +314,8 @@ FAMILY_CASES = {  # family, extra arguments, the error's words (src/families.py)
     "prefix tuning on ModernBERT": ("modernbert", ["--training_params", "prefix"],
                                     "the prefix method cannot attach to modernbert models: the adapters library "
                                     "has no prefix_tuning support for modernbert"),
+    "prefix tuning attached on ModernBERT": ("modernbert", ["--training_params", "bias", "--attach", "prefix"],
+                                             "the prefix method cannot attach to modernbert models"),
     "a model type without a row": ("electra", [], "--model_name_or_path: model type 'electra' is not one of"),
 }
 
@@ -301,11 +326,7 @@ def test_method_or_model_the_family_cannot_take(case, tiny_of, data_root, tmp_pa
     import shutil
 
     from src import models
-    from src.delta import METHODS, DeltaMethod
     family, extra, words = FAMILY_CASES[case]
-    # prefix tuning as the adapters library's PrefixTuningConfig would register it (not a method here yet)
-    monkeypatch.setitem(METHODS, "prefix", DeltaMethod("prefix", "PF", "Prefix", lambda name: ".prefix" in name,
-                                                       in_paper=False, adapters_method="prefix_tuning"))
     monkeypatch.setattr(models, "build_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
     model = tmp_path / "model"
     if family == "electra":  # a BERT-shaped model of a type that has no row

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM
 
 import run
-from src.delta.checkpoint import CONFIG, WEIGHTS, load_delta, save_delta
+from src.delta.checkpoint import CONFIG, WEIGHTS, load_delta, save_delta, saved_methods
 from src.errors import UserError
 from tests.test_bad_input import base_arguments, no_hang, to_argv
 
@@ -61,6 +61,17 @@ def test_a_saved_delta_loads_back(saved):
     load_delta(model, folder)
     assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG, WEIGHTS])
     assert json.loads((folder / CONFIG).read_text())["delta_methods"] == ["bias"]
+
+
+@pytest.mark.parametrize("config, modules", [
+    ({}, {"bias"}), ({"use_adapter": True}, {"bias", "adapter"}), ({"use_adapter": False}, {"bias"}),
+    ({"attach": "adapter,lora"}, {"bias", "adapter", "lora"})], ids=["plain", "old use_adapter", "old no adapter",
+                                                                   "attach"])
+def test_a_saved_delta_names_the_modules_to_attach_before_it_loads(config, modules, saved):
+    """Its methods, and those its run attached without training: --attach, or an older version's use_adapter."""
+    _, folder = saved
+    (folder / CONFIG).write_text(json.dumps({"delta_methods": ["bias"], **config}))
+    assert saved_methods(folder) == modules
 
 
 @pytest.mark.parametrize("case", DAMAGE)

@@ -7,28 +7,31 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from src.arguments import DeltaTrainingArguments
 from src.dataset import Collator, FewShotDataset
-from src.delta import METHODS, set_trainable
+from src.delta import METHODS, Stages, set_trainable
 from src.families import FAMILIES
 from src.models import build_model
 from src.tasks import get_task
 from src.templates import label_word_ids, parse_mapping
 from src.trainer import DeltaTrainer, train_in_stages
 
-# The paper's seven, LoRA alone and with each other method, and full fine-tuning.
+# The paper's seven, LoRA and prefix tuning alone and with each other method, and full fine-tuning.
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias",
-                "prompt,bias,adapter", "lora", "prompt,lora", "bias,lora", "adapter,lora", "all"]
-# Every combination on RoBERTa and BERT; on the newer families the paper's seven, LoRA alone, and LoRA with
-# the adapter where the family can run both (ModernBERT refuses them: tests/test_bad_input.py).
+                "prompt,bias,adapter", "lora", "prompt,lora", "bias,lora", "adapter,lora",
+                "prefix", "prompt,prefix", "bias,prefix", "adapter,prefix", "lora,prefix", "all"]
+# Every combination on RoBERTa and BERT; on the newer families the paper's seven, LoRA alone, LoRA with the
+# adapter where the family can run both (ModernBERT refuses them: tests/test_bad_input.py), and on DeBERTa-v2
+# prefix tuning alone and with the others (ModernBERT has none: tests/test_bad_input.py).
 FAMILY_COMBINATIONS = ([(family, combination) for family in ("roberta", "bert") for combination in COMBINATIONS]
                        + [(family, combination) for family in ("deberta-v2", "modernbert")
-                          for combination in COMBINATIONS[:8]] + [("deberta-v2", "adapter,lora")])
+                          for combination in COMBINATIONS[:8]]
+                       + [("deberta-v2", "adapter,lora"), ("deberta-v2", "prefix"), ("deberta-v2", "adapter,lora,prefix")])
 SST2 = get_task("SST-2")
 
 
 class Setup:
     """A tiny model with prompt table and adapters, real SST-2 k-shot features, a trainer factory."""
 
-    def __init__(self, model_dir, data_root, cache_dir, output_dir, attached=("adapter", "lora")):
+    def __init__(self, model_dir, data_root, cache_dir, output_dir, attached=("adapter", "lora", "prefix")):
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         features = SimpleNamespace(task_name="SST-2", data_dir=str(data_root / "k-shot/SST-2/16-42"),
                                    template=SST2.template("Y", prompt=True), mapping=SST2.mapping,
@@ -37,7 +40,8 @@ class Setup:
         self.dev = FewShotDataset(features, self.tokenizer, "dev", cache_dir=cache_dir)
         words = label_word_ids(self.tokenizer, parse_mapping(SST2.mapping, SST2.labels), SST2.labels)
         model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
-                                     adapter_reduction_factor=16, lora_r=8, lora_alpha=8, reference_mode=False)
+                                     adapter_reduction_factor=16, lora_r=8, lora_alpha=8, prefix_length=5,
+                                     prefix_bottleneck_size=16, reference_mode=False)
         torch.manual_seed(0)
         self.model = build_model(model_args, SST2, words, attached, {"prompt"})
         self.output_dir = output_dir
@@ -66,7 +70,9 @@ def selected(name, methods):
 @pytest.mark.parametrize("family, combination", FAMILY_COMBINATIONS)
 def test_only_the_chosen_parameters_train(family, combination, tiny_of, data_root, tmp_path):
     methods = combination.split(",")
-    attached = ["adapter", "lora"]
+    # every method with modules that the family takes, trained or frozen
+    attached = [name for name in ("adapter", "lora", "prefix")
+                if METHODS[name].adapters_method in FAMILIES[family].adapters_methods]
     if FAMILIES[family].adapters_alone:  # ModernBERT: the adapters library runs one of its methods at a time
         attached = [name for name in attached if name in methods] or ["adapter"]
     setup = Setup(tiny_of(family), data_root, tmp_path / "cache", tmp_path / "out", attached)
@@ -108,7 +114,7 @@ def group_equal(a, b, method, exclude=None):
 def test_stages_freeze_earlier_stages_and_record_results(tiny_roberta, data_root, tmp_path):
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
-    results, _ = train_in_stages(setup.model, [["prompt"], ["bias"], ["adapter"]],
+    results, _ = train_in_stages(setup.model, Stages.parse(["prompt", "bias", "adapter"]),
                                  lambda m: setup.make_trainer(m, max_steps=3, eval_steps=1, callbacks=[snaps]),
                                  {"dev": setup.dev})
     begin, end = snaps.begin, snaps.end
@@ -132,7 +138,7 @@ def test_stages_freeze_earlier_stages_and_record_results(tiny_roberta, data_root
 def test_stage_init_best_starts_from_previous_best(tiny_roberta, data_root, tmp_path):
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
-    train_in_stages(setup.model, [["bias"], ["adapter"]],
+    train_in_stages(setup.model, Stages.parse(["bias", "adapter"]),
                     lambda m: setup.make_trainer(m, max_steps=4, eval_steps=1, callbacks=[snaps]),
                     {"dev": setup.dev}, stage_init="best")
     first = setup.trainers[0]
@@ -142,14 +148,18 @@ def test_stage_init_best_starts_from_previous_best(tiny_roberta, data_root, tmp_
     assert not group_equal(snaps.end[0], start_of_second, "bias")
 
 
-def test_stages_with_lora_keep_it_frozen_after_its_stage(tiny_roberta, data_root, tmp_path):
+@pytest.mark.parametrize("stages", [["lora", "prompt,adapter"], ["prefix", "bias,lora"]], ids=["lora", "prefix"])
+def test_a_method_of_stage_1_stays_frozen_in_stage_2(stages, tiny_roberta, data_root, tmp_path):
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
-    results, _ = train_in_stages(setup.model, [["lora"], ["prompt", "adapter"]],
+    results, _ = train_in_stages(setup.model, Stages.parse(stages),
                                  lambda m: setup.make_trainer(m, max_steps=3, eval_steps=3, callbacks=[snaps]),
                                  {"dev": setup.dev})
-    begin, end = snaps.begin, snaps.end
-    assert not group_equal(begin[0], end[0], "lora") and group_equal(begin[0], end[0], "adapter")
-    assert group_equal(begin[1], end[1], "lora") and not group_equal(begin[1], end[1], "adapter")
-    assert not group_equal(begin[1], end[1], "prompt")
-    assert [r["training_params"] for r in results] == ["lora", "prompt,adapter"]
+    stage_1, stage_2 = zip(snaps.begin, snaps.end)  # (parameters at its start, at its end)
+    first, second = stages[0].split(","), stages[1].split(",")
+    assert all(not group_equal(*stage_1, name) for name in first)
+    assert all(group_equal(*stage_1, name, exclude=first[0]) for name in second)
+    # stage 2's BitFit trains the biases of stage 1's modules too (as those of frozen adapters, SPEC §1)
+    assert all(group_equal(*stage_2, name, exclude="bias") for name in first)
+    assert all(not group_equal(*stage_2, name) for name in second)
+    assert [r["training_params"] for r in results] == stages

@@ -19,3 +19,7 @@ def test_help_shows_the_project_groups_before_the_trainer_options(capsys):
                  "--max_steps", "--log_file", "--skip_done"):
         assert name in project
     assert "--optim " in trainer and "--optim " not in project
+    delta = text.split("delta (what is trained):")[1].split("\ntraining:")[0]
+    for name in ("--attach", "--use_adapter", "--prompt_num", "--adapter_reduction_factor", "--lora_r", "--lora_alpha",
+                 "--prefix_length", "--prefix_bottleneck_size"):  # generated from the delta registry's options
+        assert name in delta, name

@@ -86,9 +86,12 @@ def test_device_time_and_outputs_never_split_a_setting():
 
 
 def previous_version(record):
-    """A record as the previous version wrote it: no LoRA options, no run facts."""
-    return {key: value for key, value in record.items()
-            if key not in ("lora_r", "lora_alpha", "combination", "hard", "zero_shot")}
+    """A record as the previous versions wrote it: no LoRA, prefix or --attach options, no run facts; the
+    attached adapter as use_adapter."""
+    old = {key: value for key, value in record.items()
+           if key not in ("lora_r", "lora_alpha", "prefix_length", "prefix_bottleneck_size", "attach", "combination",
+                          "hard", "zero_shot")}
+    return {**old, "use_adapter": record.get("attach") == "adapter"}
 
 
 def test_a_log_of_the_previous_version_reads_resumes_and_groups_the_same():
@@ -101,3 +104,29 @@ def test_a_log_of_the_previous_version_reads_resumes_and_groups_the_same():
     assert (facts["combination"], facts["hard"], facts["zero_shot"]) == ("bias", "Y", False)
     zero_shot = with_run_facts(previous_version(dict(RECORDS[0], do_train=False, training_params="all")))
     assert (zero_shot["combination"], zero_shot["zero_shot"]) == ("none", True)
+
+
+def test_an_old_record_with_use_adapter_is_the_run_that_attaches_the_adapter():
+    """The old --use_adapter is --attach adapter: a record that says use_adapter true (older versions) is the
+    run of --use_adapter and of --attach adapter today; one without the key, or false, the run without."""
+    with_adapter = previous_version(arguments(["--attach", "adapter"]))
+    without = previous_version(BASE)
+    assert with_adapter["use_adapter"] is True and "attach" not in with_adapter
+    for argv in (["--use_adapter"], ["--use_adapters"], ["--attach", "adapter"], ["--attach", "adapter", "--use_adapter"]):
+        new = arguments(argv)
+        assert new["attach"] == "adapter" and "use_adapter" not in new  # recorded in one spelling
+        assert is_logged([with_adapter], new) and not is_logged([without], new), argv
+    assert is_logged([without], BASE) and not is_logged([with_adapter], BASE)
+    assert is_logged([{key: value for key, value in without.items() if key != "use_adapter"}], BASE)
+    assert not is_logged([with_adapter], arguments(["--attach", "lora"]))
+    assert arguments(["--attach", "lora,adapter"])["attach"] == "adapter,lora"
+
+
+def test_stages_are_recorded_in_one_spelling_and_old_spellings_resume():
+    """A combination is recorded in registry order, as the stage results and run facts spell it; an older
+    record of another order of the same methods is the same run (its facts were that spelling already)."""
+    record = arguments(["--training_params", "bias,prompt", "adapter", "--template", "*cls*prompt*sent_0**mask*"])
+    assert record["training_params"] == run_facts(record)["combination"] == "prompt,bias adapter"
+    old = dict(record, training_params="bias,prompt adapter")
+    assert is_logged([old], record) and with_run_facts(previous_version(old))["combination"] == "prompt,bias adapter"
+    assert not is_logged([dict(old, training_params="adapter bias,prompt")], record)  # the order of stages counts

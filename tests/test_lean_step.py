@@ -8,6 +8,7 @@ from torch.func import functional_call, vmap
 
 import src.packed
 from src.delta import set_trainable
+from src.families import FAMILIES as FAMILY_ROWS
 from src.models import build_model
 from src.tasks import get_task
 from src.trainer import DeltaTrainer
@@ -20,11 +21,14 @@ SST2 = get_task("SST-2")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_forward_has_no_data_dependent_branch(family, tiny_of):
     """vmap refuses Python branches on tensor values and `.item()`: the forward (soft prompt, padding
-    mask, adapters, label-word head, loss) runs under it, so it never waits for the device."""
-    model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=4, adapter_reduction_factor=16,
-                                 reference_mode=False, model_name_or_path=tiny_of(family, no_dropout=True))
-    model = build_model(model_args, SST2, [100, 200], ["adapter"], {"prompt"})
-    names = set_trainable(model, ["prompt", "bias", "adapter"])
+    mask, adapters, prefixes where the family has them, label-word head, loss) runs under it, so it
+    never waits for the device."""
+    model_args = SimpleNamespace(few_shot_type="prompt", prompt_num=4, adapter_reduction_factor=16, prefix_length=3,
+                                 prefix_bottleneck_size=8, reference_mode=False,
+                                 model_name_or_path=tiny_of(family, no_dropout=True))
+    methods = ["adapter"] + (["prefix"] if "prefix_tuning" in FAMILY_ROWS[family].adapters_methods else [])
+    model = build_model(model_args, SST2, [100, 200], methods, {"prompt"})
+    names = set_trainable(model, ["prompt", "bias", *methods])
     ids = torch.randint(5, 1000, (2, 3, 12))
     ids[:, :, 1:3] = torch.tensor([-1, -2])
     mask = torch.ones_like(ids)

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from src.dataset import Collator, FewShotDataset
+from src.delta import METHODS, trained_by
 from src.families import family_of
 from src.models import PromptMLM, build_model, regression_prediction
 from src.random_models import create
@@ -24,14 +25,18 @@ def model_and_batch(model_dir, data_root, tmp_path, task_name="SST-2", seed_dir=
     items = [dataset[i] for i in range(16)]
     words = label_word_ids(tokenizer, parse_mapping(task.mapping, task.labels), task.labels)
     model_args = SimpleNamespace(few_shot_type="prompt", model_name_or_path=model_dir, prompt_num=10,
-                                 adapter_reduction_factor=16, lora_r=8, lora_alpha=8, reference_mode=False)
-    # ModernBERT: the adapters library runs one of its methods at a time
-    attached = ["adapter"] if family_of(AutoConfig.from_pretrained(model_dir)).adapters_alone else ["adapter", "lora"]
+                                 adapter_reduction_factor=16, lora_r=8, lora_alpha=8, prefix_length=4,
+                                 prefix_bottleneck_size=16, reference_mode=False)
+    # Every method with modules that the family takes (prefix tuning: its prefix is always visible, whatever
+    # the padding); ModernBERT: the adapters library runs one of its methods at a time
+    family = family_of(AutoConfig.from_pretrained(model_dir))
+    attached = ["adapter"] if family.adapters_alone else [
+        name for name in ("adapter", "lora", "prefix") if METHODS[name].adapters_method in family.adapters_methods]
     torch.manual_seed(0)
     model = build_model(model_args, task, words, attached, {"prompt"}).eval()
     with torch.no_grad():  # non-zero deltas, so that they take part in the comparison
         for name, parameter in model.named_parameters():
-            if "adapter" in name or "soft_prompt" in name or "lora" in name:
+            if trained_by(["adapter", "lora", "prefix", "prompt"])(name):
                 parameter.normal_(0, 0.05)
     return model, items, tokenizer.pad_token_id
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import src.packed
 from run import main
-from src.delta import rules_for, set_trainable
+from src.delta import set_trainable, trained_by
 from src.models import build_model
 from src.multirun import expand_argv
 from src.packed import PackedTrainer
@@ -25,9 +25,11 @@ from src.trainer import DeltaTrainer
 
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias", "prompt,bias,adapter"]
 # Every combination on RoBERTa and BERT; on the newer families the one with every method's modules
-# (tests/test_delta_training.py trains each combination on every family).
+# (tests/test_delta_training.py trains each combination on every family); prefix tuning on three families.
 FAMILY_COMBINATIONS = ([(family, combination) for family in ("roberta", "bert") for combination in COMBINATIONS]
-                       + [(family, "prompt,bias,adapter") for family in ("deberta-v2", "modernbert")])
+                       + [(family, "prompt,bias,adapter") for family in ("deberta-v2", "modernbert")]
+                       # prefix tuning: its pool of prefixes, which every layer holds, under vmap
+                       + [("roberta", "prefix"), ("bert", "prompt,prefix"), ("deberta-v2", "bias,prefix")])
 TIMING = {"wall_time", "time", "logging_dir"}  # logging_dir: HF's default holds the start time
 TOLERANCE = 1e-5
 
@@ -282,7 +284,7 @@ def test_run_stacks_keep_tied_weights_tied_and_rows_in_the_stacks(family, tiny_r
         torch.manual_seed(seed)
         models.append(build_model(model_args, get_task("SST-2"), [100, 200], ["adapter"], {"prompt"}))
         set_trainable(models[-1], ["bias", "adapter"])
-    per_run = src.packed.share_frozen(models, rules_for(["bias", "adapter"]))
+    per_run = src.packed.share_frozen(models, trained_by(["bias", "adapter"]))
     stacks = src.packed.RunStacks(models, per_run)
     decoder = [model.mlm.get_output_embeddings() for model in models]
     for i, model in enumerate(models):

@@ -1,10 +1,13 @@
 """The delta registry is the one place that lists methods: no tool, script or module re-lists them."""
 import ast
+import dataclasses
 import re
 
 import pytest
 
-from src.delta import METHODS, combination_title, lr_grid, paper_combinations
+from src.arguments import ModelArguments, argument_defaults, with_method_options
+from src.delta import METHODS, Stages, combination_title, lr_grid, paper_combinations
+from src.errors import UserError
 from tests.conftest import ROOT
 
 NAMES = set(METHODS)
@@ -48,3 +51,35 @@ def test_the_registry_gives_the_papers_columns_and_grids():
     assert lr_grid(["adapter"]) == lr_grid(["prompt,bias"]) == (1e-3, 3e-4, 1e-4, 3e-5)
     assert lr_grid(["prompt", "bias"], "mulstage") == (1e-2, 3e-3, 1e-3, 3e-4)
     assert lr_grid(["lora"], "fulldata") == (1e-2, 1e-3, 1e-4, 1e-5)
+
+
+def test_each_methods_options_are_run_py_arguments_of_the_delta_group():
+    """run.py's method options come from the registry entries' options dataclasses; the earlier ones keep
+    their names and defaults (old commands, argument files and records mean the same)."""
+    fields = {f.name: f for f in dataclasses.fields(ModelArguments)}
+    declared = [f for m in METHODS.values() if m.options for f in dataclasses.fields(m.options)]
+    assert {f.name for f in declared} >= {"prompt_num", "adapter_reduction_factor", "lora_r", "prefix_length"}
+    for option in declared:
+        field = fields[option.name]
+        assert (field.default, field.metadata["help"], field.metadata["group"], field.metadata.get("allowed")) == (
+            option.default, option.metadata["help"], "delta", option.metadata.get("allowed")), option.name
+    assert {name: argument_defaults()[name] for name in ("prompt_num", "adapter_reduction_factor", "lora_r",
+                                                         "lora_alpha")} == {"prompt_num": 10, "adapter_reduction_factor": 16,
+                                                                            "lora_r": 8, "lora_alpha": 8}
+
+
+def test_an_option_named_like_another_argument_is_refused():
+    @dataclasses.dataclass
+    class Arguments:
+        prompt_num: int = 3
+    with pytest.raises(TypeError, match="prompt_num"):
+        with_method_options(Arguments)
+
+
+def test_stages_have_one_spelling():
+    stages = Stages.parse(["bias, prompt", "adapter"])
+    assert str(stages) == "prompt,bias adapter" and Stages.parse(str(stages)) == stages
+    assert stages.specs == ["prompt,bias", "adapter"] and stages.methods == ["prompt", "bias", "adapter"]
+    assert [list(stage) for stage in stages] == [["prompt", "bias"], ["adapter"]]
+    with pytest.raises(UserError, match="--training_params is empty"):
+        Stages.parse("")

@@ -137,6 +137,34 @@ def test_methods_attach_what_they_train_and_a_saved_delta_reloads(tiny_roberta, 
     assert evaluated["sst-2_test_eval_acc"] == record["sst-2_test_eval_acc"]
 
 
+def test_prefix_tuning_beside_an_attached_method_saves_its_trained_tensors(tiny_bert, data_root, tmp_path,
+                                                                           monkeypatch):
+    """Prefix tuning trains (and saves, and counts) its embedding and MLP; --attach lora adds frozen LoRA
+    modules; the delta's config names both, so the reload attaches both and scores the same (in process)."""
+    from safetensors.torch import load_file
+
+    from src.delta import METHODS
+    monkeypatch.chdir(tmp_path)
+    options = {"--training_params": "prefix", "--prefix_length": "4", "--prefix_bottleneck_size": "16"}
+    args = readme_example(tiny_bert, data_root, tmp_path, **options) + ["--attach", "lora"]
+    args.remove("--use_adapters")
+    assert main(args) == 0
+    [record] = log_records(tmp_path)
+    assert (record["combination"], record["attach"], record["prefix_length"]) == ("prefix", "lora", 4)
+    delta = load_file(str(tmp_path / "result/tmp/delta.safetensors"))
+    assert delta and all(METHODS["prefix"].selects(name) for name in delta)
+    assert record["trainable_params"] == sum(tensor.numel() for tensor in delta.values())
+    reload = readme_example(tiny_bert, data_root, tmp_path, **{**options, "--training_params": None,
+                                                               "--delta_path": str(tmp_path / "result/tmp"),
+                                                               "--output_dir": str(tmp_path / "result/eval")})
+    reload.remove("--do_train")
+    reload.remove("--use_adapters")
+    assert main(reload) == 0
+    evaluated = log_records(tmp_path)[-1]
+    assert evaluated["total_params"] == record["total_params"]  # the same modules: prefix and LoRA
+    assert evaluated["sst-2_test_eval_acc"] == record["sst-2_test_eval_acc"]
+
+
 MODES = {  # (few_shot_type, model family, task, HARD, training_params)
     "demonstrations, BERT": ("prompt-demo", "bert", "SST-2", "Y", "prompt,bias"),
     "finetune head, RoBERTa": ("finetune", "roberta", "SST-2", "Y", "bias"),

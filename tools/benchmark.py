@@ -55,7 +55,8 @@ from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_w
 from src.checks import ArgumentParser, at_least, between, typed  # noqa: E402
 from src.dataset import Collator, FewShotDataset  # noqa: E402
 from src.arguments import argument_defaults  # noqa: E402
-from src.delta import METHODS as DELTA_METHODS, attach_methods, rules_for, set_trainable, split_combination  # noqa: E402
+from src.delta import (METHODS as DELTA_METHODS, attach_methods, set_trainable, split_combination,  # noqa: E402
+                       trained_by)
 from src.errors import UserError, cli  # noqa: E402
 from src.models import PromptMLM  # noqa: E402
 from src.packed import RunStacks, backward_together, packed_loss, share_frozen  # noqa: E402
@@ -478,7 +479,7 @@ def runs_for_packing(setup, pad_to_multiple_of=None, count=None, packed=False):
         set_trainable(model, methods.split(","))
     # one copy of the frozen base in memory (K roberta-large copies would not fit a GPU); it changes
     # nothing in how each model computes
-    per_run = share_frozen(models, rules_for(methods.split(",")))
+    per_run = share_frozen(models, trained_by(methods.split(",")))
     stacks = RunStacks(models, per_run) if packed else None
     runs = []
     for model, (lr, seed) in zip(models, grid):

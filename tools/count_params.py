@@ -4,7 +4,7 @@ Builds the model from a config on the meta device: no weights, no download. Prin
 `combination<TAB>trainable<TAB>percent` per combination of the delta registry's methods (the
 paper's seven first, then those with other methods such as LoRA, then `all`; those that the
 model's family cannot run are left out), counted against the whole model including the modules
-the combination adds (prompt table, adapters, LoRA).
+the combination adds (prompt table, adapters, LoRA, the prefix tuning MLP).
 """
 import sys
 from types import SimpleNamespace

@@ -14,8 +14,7 @@ the paper's methods (mulstage). Unknown method in --combos: `error: ...`, exit 2
 import itertools
 import sys
 
-from src.delta import (SWEEP_LR_GRIDS, METHODS, lr_grid, paper_combinations, split_combination,
-                       template_parts_needed)
+from src.delta import SWEEP_LR_GRIDS, METHODS, Stages, lr_grid, paper_combinations, template_parts_needed
 from src.checks import ArgumentParser
 from src.errors import cli
 
@@ -37,11 +36,10 @@ def plan(sweep: str, columns=None, lrs=None):
         if column == ZERO_SHOT:
             rows.append((column, "", "", []))
             continue
-        stages = [",".join(split_combination(stage)) for stage in column.split("-")]
-        names = {name for stage in stages for name in stage.split(",")}
-        prompt = "prompt" if template_parts_needed(names) else ""
-        grid = lrs or [f"{lr:g}" for lr in lr_grid(stages, sweep)]
-        rows.append((column, " ".join(stages), prompt, grid))
+        stages = Stages.parse(column.split("-"))
+        prompt = "prompt" if template_parts_needed(stages.methods) else ""
+        grid = lrs or [f"{lr:g}" for lr in lr_grid(stages.specs, sweep)]
+        rows.append((column, str(stages), prompt, grid))
     return rows
 
 

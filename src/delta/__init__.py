@@ -1,16 +1,18 @@
 """The registry of delta methods: everything the project knows about a method, in one entry.
 
 `--training_params` values are stage specs; each is a comma list of method names whose union is
-trained in that stage. A method entry says what it adds to a model (`attach`), which parameters it
-trains (`selects`), which run.py options it reads, its labels in tables and figures, and its
-few-shot learning-rate grid. Tools, tables, plots and sweep scripts iterate over `METHODS`;
-adding a method is one module plus one entry below.
+trained in that stage (`Stages`). A method entry says what it adds to a model (`attach`), which
+parameters it trains (`selects`), its options (a dataclass: run.py's flags, their defaults, help and
+allowed values, and its checks against a model's config), its labels in tables and figures, and its
+few-shot learning-rate grid. run.py's arguments, tools, tables, plots and sweep scripts iterate over
+`METHODS`; adding a method is one module plus one entry below.
 """
+import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from src.delta import adapter, bitfit, lora, prompt
+from src.delta import adapter, bitfit, lora, prefix, prompt
 from src.errors import UserError
 
 # SPEC §7: few-shot learning rates of a combination of several methods (and of the adapter alone).
@@ -22,11 +24,12 @@ SWEEP_LR_GRIDS = {"mulstage": (1e-2, 3e-3, 1e-3, 3e-4), "fulldata": (1e-2, 1e-3,
 @dataclass(frozen=True)
 class DeltaMethod:
     name: str                                  # as written in --training_params
-    label: str                                 # short label in figures (PT, BF, AP, LA)
+    label: str                                 # short label in figures (PT, BF, AP, LA, PF)
     title: str                                 # word in table columns (Prompt, BitFit, ...)
     selects: Callable[[str], bool]             # parameter name -> trained by this method?
-    attach: Optional[Callable] = None          # attach(model, **options): adds the method's modules
-    options: Tuple[str, ...] = ()              # run.py arguments passed to attach
+    attach: Optional[Callable] = None          # attach(model, options): adds the method's modules
+    options: Optional[type] = None             # its options: a dataclass of run.py fields (src/checks.py: option),
+                                               # with check(model_config) where they depend on the model
     lr_grid: Tuple[float, ...] = COMBINATION_LR_GRID   # few-shot grid when trained alone (SPEC §7)
     in_paper: bool = True                      # one of the paper's combinable methods (default sweeps)
     trains_base: bool = False                  # trains the pretrained weights themselves (`all`)
@@ -38,15 +41,29 @@ class DeltaMethod:
         """May be combined with other methods: not when it trains the whole base model."""
         return not self.trains_base
 
+    def options_of(self, arguments: Any) -> Any:
+        """This method's options read off `arguments` (run.py's, or any object; a missing one is its default)."""
+        if self.options is None:
+            return None
+        return self.options(**{f.name: getattr(arguments, f.name, f.default) for f in dataclasses.fields(self.options)})
+
+    def check(self, arguments: Any, model_config: Any) -> None:
+        """A UserError when this method's options (read off `arguments`) do not fit the model's config."""
+        options = self.options_of(arguments)
+        if hasattr(options, "check"):
+            options.check(model_config)
+
 
 METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
-    DeltaMethod("prompt", "PT", "Prompt", prompt.selects, prompt.attach, ("prompt_num",),
+    DeltaMethod("prompt", "PT", "Prompt", prompt.selects, prompt.attach, prompt.Options,
                 lr_grid=(1e-2, 3e-3, 1e-3, 3e-4), template_part="prompt"),
     DeltaMethod("bias", "BF", "BitFit", bitfit.selects, lr_grid=(3e-3, 1e-3, 3e-4, 1e-4)),
-    DeltaMethod("adapter", "AP", "Adapter", adapter.selects, adapter.attach, ("adapter_reduction_factor",),
+    DeltaMethod("adapter", "AP", "Adapter", adapter.selects, adapter.attach, adapter.Options,
                 adapters_method="bottleneck"),
-    DeltaMethod("lora", "LA", "LoRA", lora.selects, lora.attach, ("lora_r", "lora_alpha"), in_paper=False,
+    DeltaMethod("lora", "LA", "LoRA", lora.selects, lora.attach, lora.Options, in_paper=False,
                 adapters_method="lora"),
+    DeltaMethod("prefix", "PF", "Prefix", prefix.selects, prefix.attach, prefix.Options, in_paper=False,
+                adapters_method="prefix_tuning"),
     DeltaMethod("all", "FT", "Fine-tuning", lambda name: True, in_paper=False, trains_base=True),
 ]}
 
@@ -75,18 +92,57 @@ def combination_key(names: Iterable[str]) -> str:
     return ",".join(split_combination(",".join(names)))
 
 
-def parse_stages(training_params: Sequence[str], *, template_parts: Iterable[str]) -> List[List[str]]:
-    """['prompt,bias', 'adapter'] -> [['prompt', 'bias'], ['adapter']], checked against the kinds of
-    parts the template has (a method's `template_part` must be among them)."""
-    if not training_params:
-        raise UserError("--training_params is empty")
-    stages = [split_combination(spec) for spec in training_params]
-    parts = set(template_parts)
-    for name in {name for stage in stages for name in stage}:
-        part = METHODS[name].template_part
-        if part and part not in parts:
-            raise UserError(f"--training_params lists {name!r} but the template has no *{part}* part")
-    return stages
+@dataclass(frozen=True)
+class Stages:
+    """What each stage trains, in order (`--training_params prompt,bias adapter`: two stages), each
+    stage's names in registry order. `str()` is its one spelling, in records, stage results and delta
+    configs alike: 'prompt,bias adapter'."""
+    stages: Tuple[Tuple[str, ...], ...]
+
+    @classmethod
+    def parse(cls, value: Union[str, Sequence[str]]) -> "Stages":
+        """From the command line's values (['bias,prompt', 'adapter']) or a record's string ('prompt,bias adapter')."""
+        specs = value.split() if isinstance(value, str) else list(value)
+        if not specs:
+            raise UserError("--training_params is empty")
+        return cls(tuple(tuple(split_combination(spec)) for spec in specs))
+
+    def __iter__(self):
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    @property
+    def specs(self) -> List[str]:
+        """Each stage's spelling: ['prompt,bias', 'adapter']."""
+        return [",".join(stage) for stage in self.stages]
+
+    def __str__(self) -> str:
+        return " ".join(self.specs)
+
+    @property
+    def methods(self) -> List[str]:
+        """Every method some stage trains, in registry order."""
+        return [name for name in METHODS if any(name in stage for stage in self.stages)]
+
+    def check_template(self, template_parts: Iterable[str]) -> None:
+        """A UserError when a method's `template_part` is not among the template's kinds of parts."""
+        parts = set(template_parts)
+        for name in self.methods:
+            part = METHODS[name].template_part
+            if part and part not in parts:
+                raise UserError(f"--training_params lists {name!r} but the template has no *{part}* part")
+
+
+def attachable(spec: str, option: str = "--attach") -> List[str]:
+    """The methods of a comma list that add modules to a model (checked: known, each once, with modules)."""
+    names = split_combination(spec, option)
+    without = [name for name in names if METHODS[name].attach is None]
+    if without:
+        raise UserError(f"{option} {spec!r}: {', '.join(without)} adds no modules to a model (methods with modules: "
+                        f"{', '.join(m.name for m in METHODS.values() if m.attach is not None)})")
+    return names
 
 
 def methods_for_template(template_parts: Iterable[str]) -> List[str]:
@@ -100,12 +156,12 @@ def template_parts_needed(names: Iterable[str]) -> List[str]:
     return sorted({METHODS[n].template_part for n in names if METHODS[n].template_part})
 
 
-def attach_methods(model, names: Iterable[str], options) -> None:
-    """Attach each named method's modules to `model`, reading the method's options off `options`."""
+def attach_methods(model, names: Iterable[str], arguments: Any) -> None:
+    """Attach each named method's modules to `model`, its options read off `arguments`."""
     for name in sorted(set(names), key=list(METHODS).index):
         method = METHODS[name]
         if method.attach is not None:
-            method.attach(model, **{option: getattr(options, option) for option in method.options})
+            method.attach(model, method.options_of(arguments))
 
 
 def paper_combinations(methods: Optional[Sequence[str]] = None) -> List[str]:
@@ -149,16 +205,18 @@ def lr_grid(stages: Sequence[str], sweep: str = "fewshot") -> Tuple[float, ...]:
 NEW_HEAD_PREFIX = "classifier."
 
 
-def rules_for(methods: Iterable[str]) -> list:
-    return [METHODS[m].selects for m in methods] + [lambda name: name.startswith(NEW_HEAD_PREFIX)]
+def trained_by(methods: Iterable[str]) -> Callable[[str], bool]:
+    """parameter name -> is it trained by one of `methods` (or is it the fresh classification head)?"""
+    selects = [METHODS[m].selects for m in methods]
+    return lambda name: name.startswith(NEW_HEAD_PREFIX) or any(rule(name) for rule in selects)
 
 
 def set_trainable(model, methods: Iterable[str]) -> List[str]:
     """Freeze every parameter, then unfreeze the union of `methods`; returns the trainable names."""
-    rules = rules_for(methods)
+    trained = trained_by(methods)
     trainable = []
     for name, param in model.named_parameters():
-        param.requires_grad_(any(rule(name) for rule in rules))
+        param.requires_grad_(trained(name))
         if param.requires_grad:
             trainable.append(name)
     return trainable
@@ -166,10 +224,10 @@ def set_trainable(model, methods: Iterable[str]) -> List[str]:
 
 def count_parameters(model, methods: Iterable[str]) -> Tuple[int, int]:
     """(trainable, total) unique parameter counts for the union of `methods` (tied weights once)."""
-    rules = rules_for(methods)
+    trained = trained_by(methods)
     trainable = total = 0
     for name, param in model.named_parameters():
         total += param.numel()
-        if any(rule(name) for rule in rules):
+        if trained(name):
             trainable += param.numel()
     return trainable, total

@@ -1,4 +1,4 @@
-"""Methods from the `adapters` library (Houlsby adapters, LoRA) share one setup on a model.
+"""Methods from the `adapters` library (Houlsby adapters, LoRA, prefix tuning) share one setup on a model.
 
 Each method adds its own named adapter; all of them stay active together (a `Stack`), so a
 frozen adapter still runs in forward while another method trains. `adapters` is imported only

@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from src.delta import METHODS, rules_for
+from src.delta import METHODS, trained_by
 from src.errors import UserError
 from src.files import read_regular
 
@@ -19,9 +19,8 @@ CONFIG = "delta_config.json"
 def save_delta(model, methods, output_dir, arguments) -> Callable[[bool], None]:
     """Write the delta under temporary names; returns `commit(keep)`, which moves it into place
     (or, with keep=False, removes it)."""
-    rules = rules_for(methods)
-    state = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()
-             if any(rule(name) for rule in rules)}
+    trained = trained_by(methods)
+    state = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if trained(name)}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     suffix = f".{os.getpid()}.tmp"
@@ -67,8 +66,9 @@ def read_config(path) -> dict:
 def saved_methods(path) -> set:
     """The delta methods whose modules a saved delta holds (from its delta_config.json), so that a
     model gets those modules before the weights are loaded."""
+    from src.arguments import attached_methods
     arguments = read_config(path)
-    return set(arguments["delta_methods"]) | ({"adapter"} if arguments.get("use_adapter") else set())
+    return set(arguments["delta_methods"]) | set(attached_methods(arguments))
 
 
 def check_delta(path) -> list:
@@ -82,9 +82,9 @@ def check_delta(path) -> list:
             names = list(weights.keys())
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"delta weights {file} are unreadable (corrupt or partial file): {error}") from None
-    rules = rules_for(methods)
+    trained = trained_by(methods)
     for name in names:
-        if not any(rule(name) for rule in rules):
+        if not trained(name):
             raise UserError(f"delta weights {file}: {name} is not trained by its methods ({', '.join(methods)}, "
                             f"from {CONFIG}); it would overwrite the frozen model")
     return methods
@@ -109,13 +109,13 @@ def load_delta(model, path):
                             "use the same --template/--prompt_num as the saved run")
         if tensor.shape != parameters[name].shape:
             raise UserError(f"delta weights {file}: {name} has shape {list(tensor.shape)}, the model's is "
-                            f"{list(parameters[name].shape)}")
+                            f"{list(parameters[name].shape)}; use the saved run's method options ({CONFIG} holds them)")
         if not tensor.is_floating_point():
             raise UserError(f"delta weights {file}: {name} has dtype {tensor.dtype}, not a floating type")
         if not torch.isfinite(tensor).all():
             raise UserError(f"delta weights {file}: {name} holds NaN or infinite values")
-    rules = rules_for(methods)
-    missing = [name for name in parameters if any(rule(name) for rule in rules) and name not in state]
+    trained = trained_by(methods)
+    missing = [name for name in parameters if trained(name) and name not in state]
     if missing:
         raise UserError(f"delta weights {file} are incomplete: {len(missing)} tensors missing (e.g. {missing[0]})")
     with torch.no_grad():

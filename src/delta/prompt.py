@@ -1,19 +1,28 @@
 """Soft prompt: a table of `prompt_num` vectors behind negative token ids (-k -> vector k-1)."""
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from src.checks import at_least, option
+
 PREFIX = "soft_prompt."
+
+
+@dataclass(frozen=True)
+class Options:
+    prompt_num: int = option(10, "Number of soft-prompt vectors (*prompt* in the template).", allowed=at_least(1))
 
 
 def selects(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def attach(model, prompt_num: int = 10) -> None:
+def attach(model, options: Options) -> None:
     """Give a PromptMLM its prompt table (N(0, initializer_range), SPEC §1) unless it has one."""
     if model.soft_prompt is None:
         config = model.config
-        model.soft_prompt = SoftPrompt(prompt_num, config.hidden_size, config.initializer_range)
+        model.soft_prompt = SoftPrompt(options.prompt_num, config.hidden_size, config.initializer_range)
 
 
 class SoftPrompt(nn.Module):
