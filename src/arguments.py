@@ -83,8 +83,9 @@ def with_method_options(cls: type) -> type:
     for method in METHODS.values():
         if method.options is not None:
             hints = typing.get_type_hints(method.options)
-            fields += [(f.name, hints[f.name], option(f.default, f.metadata["help"], "delta",
-                                                      f.metadata.get("allowed"))) for f in dataclasses.fields(method.options)]
+            fields += [(f.name, hints[f.name],
+                        option(f.default, f.metadata["help"], "delta", f.metadata.get("allowed")))
+                       for f in dataclasses.fields(method.options)]
     names = [name for name, _, _ in fields] + [f.name for f in dataclasses.fields(cls)]
     clashes = sorted({name for name in names if names.count(name) > 1})
     if clashes:
@@ -476,7 +477,8 @@ NOT_IDENTITY = frozenset({
     "project", "trackio_space_id", "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy",
     "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "push_to_hub_model_id",
     "push_to_hub_organization", "push_to_hub_token", "torch_compile", "torch_compile_backend",
-    "torch_compile_mode", "pad_to_multiple_of", "include_tokens_per_second", "include_num_input_tokens_seen", "torch_empty_cache_steps",
+    "torch_compile_mode", "pad_to_multiple_of", "include_tokens_per_second", "include_num_input_tokens_seen",
+    "torch_empty_cache_steps",
 })
 
 

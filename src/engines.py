@@ -79,7 +79,8 @@ class Ray(Engine):
             try:
                 socket.create_connection((where[1], int(where[2])), timeout=5).close()
             except OSError as error:
-                raise UserError(f"--address (RAY_ADDRESS) {address}: cannot reach a Ray cluster there ({error})") from None
+                raise UserError(f"--address (RAY_ADDRESS) {address}: cannot reach a Ray cluster there "
+                                f"({error})") from None
 
     def start(self):
         import ray
@@ -185,7 +186,8 @@ class Slurm(Engine):
                 for key, (job, task) in list(waiting.items()):
                     if alive is not None and task not in alive and exit_record(state, job) is None:
                         del waiting[key]
-                        yield job, None, f"its Slurm task {task} ended without finishing it (cancelled, timed out or its node failed)"
+                        yield job, None, (f"its Slurm task {task} ended without finishing it (cancelled, timed out "
+                                          "or its node failed)")
             time.sleep(1)
 
     def alive(self) -> Optional[set]:

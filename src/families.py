@@ -106,7 +106,8 @@ def check_methods(family: Family, methods: Iterable[str]) -> None:
         needs = METHODS[name].adapters_method
         if needs not in family.adapters_methods:
             raise UserError(f"the {name} method cannot attach to {family.name} models: the adapters library has "
-                            f"no {needs} support for {family.name} (it has {', '.join(sorted(family.adapters_methods))})")
+                            f"no {needs} support for {family.name} "
+                            f"(it has {', '.join(sorted(family.adapters_methods))})")
     if len(through_adapters) > 1 and family.adapters_alone:
         raise UserError(f"the {' and '.join(through_adapters)} methods cannot attach together to {family.name} "
                         f"models ({family.adapters_alone}); attach one of them")

@@ -45,8 +45,8 @@ def test_other_sizes_print_every_combination_of_the_registry(capsys):
 
 def test_newer_families_count_what_they_can_run(capsys):
     """ModernBERT-base: BitFit has only the decoder's vocabulary bias, no row holds adapter with lora
-    (the adapters library runs LoRA alone there) nor prefix (it has no prefix tuning there); DeBERTa-v3-base has its published 184M parameters (the
-model card's 86M encoder and 98M embedding layer)."""
+    (the adapters library runs LoRA alone there) nor prefix (it has no prefix tuning there); DeBERTa-v3-base
+    has its published 184M parameters (the model card's 86M encoder and 98M embedding layer)."""
     assert count_params.main(["--model_size", "modernbert-base"]) == 0
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in capsys.readouterr().out.splitlines()[1:]}
     assert len(rows) == 12 and not any("adapter" in name and "lora" in name or "prefix" in name for name in rows)

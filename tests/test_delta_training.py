@@ -24,7 +24,8 @@ COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "
 FAMILY_COMBINATIONS = ([(family, combination) for family in ("roberta", "bert") for combination in COMBINATIONS]
                        + [(family, combination) for family in ("deberta-v2", "modernbert")
                           for combination in COMBINATIONS[:8]]
-                       + [("deberta-v2", "adapter,lora"), ("deberta-v2", "prefix"), ("deberta-v2", "adapter,lora,prefix")])
+                       + [("deberta-v2", combination)
+                          for combination in ("adapter,lora", "prefix", "adapter,lora,prefix")])
 SST2 = get_task("SST-2")
 
 

@@ -112,7 +112,8 @@ def test_an_old_record_with_use_adapter_is_the_run_that_attaches_the_adapter():
     with_adapter = previous_version(arguments(["--attach", "adapter"]))
     without = previous_version(BASE)
     assert with_adapter["use_adapter"] is True and "attach" not in with_adapter
-    for argv in (["--use_adapter"], ["--use_adapters"], ["--attach", "adapter"], ["--attach", "adapter", "--use_adapter"]):
+    for argv in (["--use_adapter"], ["--use_adapters"], ["--attach", "adapter"],
+                 ["--attach", "adapter", "--use_adapter"]):
         new = arguments(argv)
         assert new["attach"] == "adapter" and "use_adapter" not in new  # recorded in one spelling
         assert is_logged([with_adapter], new) and not is_logged([without], new), argv

@@ -63,9 +63,8 @@ def test_each_methods_options_are_run_py_arguments_of_the_delta_group():
         field = fields[option.name]
         assert (field.default, field.metadata["help"], field.metadata["group"], field.metadata.get("allowed")) == (
             option.default, option.metadata["help"], "delta", option.metadata.get("allowed")), option.name
-    assert {name: argument_defaults()[name] for name in ("prompt_num", "adapter_reduction_factor", "lora_r",
-                                                         "lora_alpha")} == {"prompt_num": 10, "adapter_reduction_factor": 16,
-                                                                            "lora_r": 8, "lora_alpha": 8}
+    defaults = {"prompt_num": 10, "adapter_reduction_factor": 16, "lora_r": 8, "lora_alpha": 8}
+    assert {name: argument_defaults()[name] for name in defaults} == defaults
 
 
 def test_an_option_named_like_another_argument_is_refused():
