@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from collections import Counter
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set
 
 from transformers import HfArgumentParser, TrainingArguments, get_scheduler
@@ -25,7 +25,8 @@ from transformers.trainer_utils import SchedulerType
 
 from src.checks import Allowed, above, at_least, between, one_of, option, typed
 from src.dataset import MODES, input_length, uses_template
-from src.delta import METHODS, Stages, attachable
+from src.delta import METHODS, Stages, attached_methods
+from src.delta.checkpoint import check_delta
 from src.errors import UserError
 from src.files import read_regular
 from src.tasks import TASKS
@@ -314,23 +315,12 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments,
     return Consistent(stages, attached, template_parts)
 
 
-def attached_methods(arguments: Any) -> List[str]:
-    """The methods --attach names (checked), with the adapter of the old --use_adapter, in registry order.
-    `arguments`: run.py's ModelArguments, or a record or delta config (a dict) of this or an older version."""
-    get = arguments.get if isinstance(arguments, dict) else partial(getattr, arguments)
-    names = attachable(get("attach")) if get("attach") else []
-    if get("use_adapter") and "adapter" not in names:
-        names = [name for name in METHODS if name in {*names, "adapter"}]
-    return names
-
-
 def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
     """Checks that read the run's input files (its train split, a saved delta). Apart from
     check_consistency: a run's identity (--skip_done, the sweeps' resume) needs no file read."""
     from src.tasks import get_task
     check_num_k(get_task(data_args.task_name), data_args)
     if model_args.delta_path:
-        from src.delta.checkpoint import check_delta
         check_delta(model_args.delta_path)
 
 

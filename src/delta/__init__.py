@@ -10,6 +10,7 @@ few-shot learning-rate grid. run.py's arguments, tools, tables, plots and sweep 
 import dataclasses
 import itertools
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from src.delta import adapter, bitfit, lora, prefix, prompt
@@ -142,6 +143,16 @@ def attachable(spec: str, option: str = "--attach") -> List[str]:
     if without:
         raise UserError(f"{option} {spec!r}: {', '.join(without)} adds no modules to a model (methods with modules: "
                         f"{', '.join(m.name for m in METHODS.values() if m.attach is not None)})")
+    return names
+
+
+def attached_methods(arguments: Any) -> List[str]:
+    """The methods --attach names (checked), with the adapter of the old --use_adapter, in registry order.
+    `arguments`: run.py's ModelArguments, or a record or delta config (a dict) of this or an older version."""
+    get = arguments.get if isinstance(arguments, dict) else partial(getattr, arguments)
+    names = attachable(get("attach")) if get("attach") else []
+    if get("use_adapter") and "adapter" not in names:
+        names = [name for name in METHODS if name in {*names, "adapter"}]
     return names
 
 

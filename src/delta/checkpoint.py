@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from src.delta import METHODS, trained_by
+from src.delta import METHODS, attached_methods, trained_by
 from src.errors import UserError
 from src.files import read_regular
 
@@ -66,7 +66,6 @@ def read_config(path) -> dict:
 def saved_methods(path) -> set:
     """The delta methods whose modules a saved delta holds (from its delta_config.json), so that a
     model gets those modules before the weights are loaded."""
-    from src.arguments import attached_methods
     arguments = read_config(path)
     return set(arguments["delta_methods"]) | set(attached_methods(arguments))
 
