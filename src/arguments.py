@@ -20,6 +20,8 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set
 
+import torch
+from safetensors import SafetensorError, safe_open
 from transformers import HfArgumentParser, TrainingArguments, get_scheduler
 from transformers.trainer_utils import SchedulerType
 
@@ -28,8 +30,10 @@ from src.dataset import MODES, input_length, uses_template
 from src.delta import METHODS, Stages, attached_methods
 from src.delta.checkpoint import check_delta
 from src.errors import UserError
+from src.families import check_methods, family_of
 from src.files import read_regular
-from src.tasks import TASKS
+from src.tasks import TASKS, data_file, get_task, read_examples
+from src.templates import parse_mapping, parse_template
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
 ARGUMENT_ALIASES = {
@@ -47,7 +51,6 @@ SEED = between(0, 2**32 - 1, integer=True)
 
 
 def _has_cuda():
-    import torch
     return torch.cuda.is_available()
 
 
@@ -204,7 +207,6 @@ def check_schedule(args: TrainingArguments) -> None:
     """Build the learning-rate schedule once over a dummy optimizer: a schedule that needs
     --lr_scheduler_kwargs (cosine_with_min_lr, warmup_stable_decay, ...) fails here, with the Trainer's
     own message, instead of once the model and data are loaded."""
-    import torch
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     steps = max(args.max_steps, 1)
     try:
@@ -217,7 +219,8 @@ def check_schedule(args: TrainingArguments) -> None:
 
 def check_compile_options(backend: Optional[str], mode: Optional[str]) -> None:
     """--torch_compile_backend and --torch_compile_mode against what this torch offers, before anything loads
-    (torch.compile would otherwise fail at the first training step)."""
+    (torch.compile would otherwise fail at the first training step). Imported here: torch's compiler takes
+    about a second to import, and only --torch_compile needs it."""
     import torch._dynamo
     import torch._inductor
     if backend is not None and backend not in torch._dynamo.list_backends(exclude_tags=()):
@@ -291,8 +294,6 @@ class Consistent(NamedTuple):
 def check_consistency(model_args: ModelArguments, data_args: DataArguments,
                       args: DeltaTrainingArguments) -> Consistent:
     """Checks across arguments (template, mapping, stages, attached methods, step count)."""
-    from src.tasks import get_task
-    from src.templates import parse_mapping, parse_template
     prompt_mode = uses_template(model_args.few_shot_type)
     if prompt_mode and not (data_args.template and data_args.mapping):
         raise UserError("--template and --mapping are required unless --few_shot_type finetune")
@@ -318,7 +319,6 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments,
 def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
     """Checks that read the run's input files (its train split, a saved delta). Apart from
     check_consistency: a run's identity (--skip_done, the sweeps' resume) needs no file read."""
-    from src.tasks import get_task
     check_num_k(get_task(data_args.task_name), data_args)
     if model_args.delta_path:
         check_delta(model_args.delta_path)
@@ -327,7 +327,6 @@ def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
 def check_num_k(task: Any, data_args: DataArguments) -> None:
     """--num_k against the train split: a k-shot split (the same count for every label) must hold num_k
     examples per label. Other splits (full data) are not checked: there num_k only labels the run."""
-    from src.tasks import data_file, read_examples
     examples = read_examples(task, data_args.data_dir, "train")
     # Regression: the k-shot generator's two classes, scores below the task's split and the others.
     labels = [e.label < task.regression_split if task.regression else e.label for e in examples]
@@ -341,7 +340,6 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
                        methods: Iterable[str]) -> None:
     """Checks against the model's config (read before the weights): family, positions, and the `methods` whose
     modules the run attaches (can they attach to the family, do their options fit the model)."""
-    from src.families import check_methods, family_of
     family = family_of(config)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
@@ -366,7 +364,6 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
 def check_weight_files(folder: str) -> None:
     """Read the header of every safetensors file of a local model folder (a few kilobytes each): a
     truncated or foreign weights file fails before the data and the model load, not after."""
-    from safetensors import SafetensorError, safe_open
     if not os.path.isdir(folder):
         return
     for name in sorted(os.listdir(folder)):
