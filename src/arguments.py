@@ -1,7 +1,8 @@
 """Command-line arguments (LM-BFF / FS-PBA names), parsed with HfArgumentParser and checked up front.
 
-Each project field declares its allowed values once, as `metadata["allowed"]` (an `Allowed`), and
-its help group as `metadata["group"]` (`src.checks.option`); the delta methods' options come from
+Each project field declares its allowed values once, as `metadata["allowed"]` (an `Allowed`), its help
+group as `metadata["group"]` and whether it is part of a run's identity as `metadata["identity"]`
+(`src.checks.option`; src/identity.py reads it); the delta methods' options come from
 their registry entries (`src/delta`: each method's options dataclass); the Trainer fields this
 project relies on get theirs from `TRAINER_FIELDS`. `check_fields` tests every field's type and
 allowed values when a dataclass is built (command line or JSON file alike), so a bad value is one
@@ -15,7 +16,7 @@ import os
 import sys
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections import Counter
 from functools import lru_cache
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set
@@ -88,7 +89,8 @@ def with_method_options(cls: type) -> type:
         if method.options is not None:
             hints = typing.get_type_hints(method.options)
             fields += [(f.name, hints[f.name],
-                        option(f.default, f.metadata["help"], "delta", f.metadata.get("allowed")))
+                        option(f.default, f.metadata["help"], "delta", f.metadata.get("allowed"),
+                               identity=f.metadata["identity"]))
                        for f in dataclasses.fields(method.options)]
     names = [name for name, _, _ in fields] + [f.name for f in dataclasses.fields(cls)]
     clashes = sorted({name for name in names if names.count(name) > 1})
@@ -151,16 +153,17 @@ class DataArguments:
                                               "({split}_{model}.npy).", "data")
     demo_filter_rate: float = option(0.5, "demo_filter: share of the most similar examples kept.", "data",
                                      between(0, 1, low_open=True))
-    overwrite_cache: bool = option(False, "Rebuild the cached features.", "data")
+    overwrite_cache: bool = option(False, "Rebuild the cached features.", "data", identity=False)
     skip_train_eval: bool = option(False, "Leave the train split out of the final evaluation (large train sets).",
                                    "data")
     dev_as_test: bool = option(False, "Full data: the dev set is also the test set (GLUE test labels are hidden), "
                                "as in the reference's full-data runs.", "data")
     feature_cache_dir: Optional[str] = option(None, "Where tokenised features are cached (default: the user "
-                                              "cache folder, see README).", "data")
+                                              "cache folder, see README).", "data", identity=False)
     pad_to_multiple_of: Optional[int] = option(None, "Round each batch's length up to a multiple of this (e.g. 16): "
                                                "fewer distinct shapes, so --torch_compile does not recompile per "
-                                               "length (results change only by float noise).", "training", at_least(1))
+                                               "length (results change only by float noise).", "training", at_least(1),
+                                               identity=False)
 
     def __post_init__(self):
         check_fields(self)
@@ -168,25 +171,27 @@ class DataArguments:
 
 @dataclass
 class DeltaTrainingArguments(TrainingArguments):
-    output_dir: str = option("result/tmp", "Where the trained delta is saved.", "training", NON_EMPTY)
+    output_dir: str = option("result/tmp", "Where the trained delta is saved.", "training", NON_EMPTY, identity=False)
     notrain: bool = option(False, "Evaluate the untrained model (zero-shot).", "training")
     do_eval: bool = option(False, "Accepted as in the reference's commands: dev is always evaluated (every "
-                           "--eval_steps, it picks the best state).", "training")
+                           "--eval_steps, it picks the best state).", "training", identity=False)
     do_predict: bool = option(False, "Accepted as in the reference's commands: train, dev and test are always "
-                              "scored at the end (the record and the tables need them).", "training")
+                              "scored at the end (the record and the tables need them).", "training", identity=False)
     tag: str = option("", "Free label stored in the results log.", "log")
-    log_file: str = option("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY)
-    skip_done: bool = option(False, "Exit at once if the log already holds a record of this run (resume).", "log")
-    report_to: Optional[List[str]] = field(default_factory=lambda: ["none"], metadata={
-        "help": "Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run."})
-    save_strategy: str = field(default="no", metadata={
-        "help": "Trainer checkpoints; none by default: the best dev state of the delta is kept in memory."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the features are ours."})
-    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"],
-                                             metadata={"help": "The batch key holding the labels."})
-    logging_nan_inf_filter: bool = field(default=False, metadata={
-        "help": "HF's per-step isnan/isinf check of the logged loss: a host-device sync every step; off by "
-                "default (a NaN or infinite loss stops the run anyway, see README)."})
+    log_file: str = option("log", "Results log (JSON lines), appended under a lock.", "log", NON_EMPTY, identity=False)
+    skip_done: bool = option(False, "Exit at once if the log already holds a record of this run (resume).", "log",
+                             identity=False)
+    report_to: Optional[List[str]] = option(
+        help="Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run.",
+        default_factory=lambda: ["none"], identity=False)
+    save_strategy: str = option("no", "Trainer checkpoints; none by default: the best dev state of the delta is kept "
+                                "in memory.", identity=False)
+    remove_unused_columns: bool = option(False, "Kept False: the features are ours.")
+    label_names: Optional[List[str]] = option(help="The batch key holding the labels.",
+                                              default_factory=lambda: ["labels"])
+    logging_nan_inf_filter: bool = option(False, "HF's per-step isnan/isinf check of the logged loss: a host-device "
+                                          "sync every step; off by default (a NaN or infinite loss stops the run "
+                                          "anyway, see README).", identity=False)
 
     def __post_init__(self):
         check_fields(self, TRAINER_FIELDS)
@@ -201,6 +206,10 @@ class DeltaTrainingArguments(TrainingArguments):
         check_schedule(self)
         if self.torch_compile:
             check_compile_options(self.torch_compile_backend, self.torch_compile_mode)
+
+
+# run.py's arguments, in the order parse_args returns them.
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, DeltaTrainingArguments)
 
 
 def check_schedule(args: TrainingArguments) -> None:
@@ -234,7 +243,7 @@ def check_compile_options(backend: Optional[str], mode: Optional[str]) -> None:
 def parse_value(name: str, text: str) -> Any:
     """`--name text` converted and checked as the command line does it (a UserError naming the option), for
     an option with allowed values: the values of a packed flag (src/multirun.py), checked before any run starts."""
-    dtype, found = next((d, f) for d in (ModelArguments, DataArguments, DeltaTrainingArguments)
+    dtype, found = next((d, f) for d in ARGUMENT_CLASSES
                         for f in dataclasses.fields(d) if f.name == name)
     kind = typing.get_type_hints(dtype)[name]
     allowed = found.metadata.get("allowed") or TRAINER_FIELDS[name]
@@ -383,7 +392,7 @@ class _Parser(HfArgumentParser):
     def _parse_dataclass_field(parser, field):
         field = copy.copy(field)
         field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items()
-                                                 if k not in ("group", "allowed")})
+                                                 if k not in ("group", "allowed", "identity")})
         HfArgumentParser._parse_dataclass_field(parser, field)
 
     def error(self, message):
@@ -406,7 +415,7 @@ class _Parser(HfArgumentParser):
 
 
 def make_parser() -> HfArgumentParser:
-    parser = _Parser((ModelArguments, DataArguments, DeltaTrainingArguments),
+    parser = _Parser(ARGUMENT_CLASSES,
                      usage="python run.py --task_name T --data_dir D --model_name_or_path M [options]\n"
                            "       python run.py ARGUMENTS.json",
                      description="Prompt-based delta tuning of a masked LM (see README.md).")
@@ -450,48 +459,11 @@ def _rename(arg):
     return ARGUMENT_ALIASES.get(name, name) + sep + value
 
 
-# Arguments that never change a run's results (paths of outputs, logging, devices, caches,
-# compilation): every other argument is part of a run's identity (src/results.py: run_identity).
-NOT_IDENTITY = frozenset({
-    "output_dir", "overwrite_output_dir", "log_file", "skip_done", "feature_cache_dir", "overwrite_cache",
-    "do_eval", "do_predict", "log_level", "log_level_replica", "log_on_each_node", "logging_dir",
-    "logging_strategy", "logging_first_step", "logging_steps", "logging_nan_inf_filter", "save_strategy",
-    "save_steps", "save_total_limit", "save_safetensors", "save_on_each_node", "save_only_model",
-    "restore_callback_states_from_checkpoint", "no_cuda", "use_cpu", "use_mps_device", "local_rank",
-    "ddp_backend", "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
-    "tpu_num_cores", "tpu_metrics_debug", "debug", "dataloader_num_workers", "dataloader_prefetch_factor",
-    "dataloader_pin_memory", "dataloader_persistent_workers", "run_name", "disable_tqdm", "report_to",
-    "project", "trackio_space_id", "skip_memory_metrics", "push_to_hub", "hub_model_id", "hub_strategy",
-    "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "push_to_hub_model_id",
-    "push_to_hub_organization", "push_to_hub_token", "torch_compile", "torch_compile_backend",
-    "torch_compile_mode", "pad_to_multiple_of", "include_tokens_per_second", "include_num_input_tokens_seen",
-    "torch_empty_cache_steps",
-})
-
-
-def canonical_arguments(arguments: Dict[str, Any]) -> Dict[str, Any]:
-    """`arguments` (run.py's, or a record of this or an older version) with one spelling of each value that
-    has several: the stages as `Stages` spells them ('bias,prompt' is 'prompt,bias'), the attached methods as
-    one --attach list (registry order; the old --use_adapter folded in, its key dropped). A value this
-    version cannot read (a method it does not know) stays as it is."""
-    canonical = dict(arguments)
-    try:
-        canonical["training_params"] = str(Stages.parse(arguments["training_params"]))
-    except (KeyError, TypeError, UserError):
-        pass
-    try:
-        canonical["attach"] = ",".join(attached_methods(arguments)) or None
-        canonical.pop("use_adapter", None)
-    except (AttributeError, UserError):  # not a comma list, or an unknown method
-        pass
-    return canonical
-
-
 @lru_cache(maxsize=1)
 def argument_defaults() -> Dict[str, object]:
     """Every run.py argument (the three dataclasses) -> its default (None where it has none)."""
     defaults = {}
-    for cls in (ModelArguments, DataArguments, DeltaTrainingArguments):
+    for cls in ARGUMENT_CLASSES:
         for f in dataclasses.fields(cls):
             if f.init:
                 defaults[f.name] = (f.default_factory() if f.default_factory is not dataclasses.MISSING

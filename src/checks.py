@@ -98,9 +98,11 @@ def of_type(kind: type, text: str) -> Allowed:
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", group: Optional[str] = None,
-           allowed: Optional[Allowed] = None, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field that is a command-line option: its default, help text, help group and allowed values."""
-    metadata = {"help": help, "group": group, **({"allowed": allowed} if allowed is not None else {})}
+           allowed: Optional[Allowed] = None, default_factory: Any = dataclasses.MISSING, identity: bool = True) -> Any:
+    """A dataclass field that is a command-line option: its default, help text, help group, allowed values and
+    whether it is part of a run's identity (False: it changes no result; src/identity.py)."""
+    metadata = {"help": help, "group": group, "identity": identity,
+                **({"allowed": allowed} if allowed is not None else {})}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 

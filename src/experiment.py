@@ -37,7 +37,8 @@ class Experiment:
         return experiment
 
     def already_logged(self):
-        from src.results import is_logged, read_results
+        from src.identity import is_logged
+        from src.results import read_results
         if not Path(self.args.log_file).exists():
             return False
         return is_logged(read_results(self.args.log_file), self.arguments_record())
@@ -68,7 +69,7 @@ class Experiment:
 
     def arguments_record(self):
         """The run's arguments as its record holds them: every value in its one spelling (canonical_arguments)."""
-        from src.arguments import canonical_arguments
+        from src.identity import canonical_arguments
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
         record["do_train"] = self.trains
         return canonical_arguments(record)
@@ -165,7 +166,8 @@ class Experiment:
         With --skip_done, the log is checked again under its lock: of two identical runs finishing
         together, only the first is logged. An I/O error is one line; the metrics are printed already.
         """
-        from src.results import append_result, same_run_as
+        from src.identity import same_run_as
+        from src.results import append_result
         commit = None
         try:
             commit = write_delta() if self.trains else None

@@ -140,7 +140,8 @@ def logged_keys(jobs: Sequence[Job]) -> set:
     """The keys of the jobs whose every run is in the results log (run identity, as --skip_done)."""
     from src.arguments import parse_args
     from src.experiment import Experiment
-    from src.results import read_results, run_identity
+    from src.identity import run_identity
+    from src.results import read_results
     logged, done, here = {}, set(), os.getcwd()
     for job in jobs:
         if not job.runs:

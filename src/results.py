@@ -5,8 +5,7 @@ killed while writing can leave a partial last line, so readers skip (and report)
 instead of failing, and the next writer starts its record on a fresh line.
 
 A record is flat: every run.py argument, every metric (`{task}_{split}_eval_{metric}`), and the
-facts of the run (`RUN_FACTS`). What makes two runs the same is decided here once, by
-`run_identity`, for run.py's --skip_done, the sweeps' resume and gather alike.
+facts of the run (`RUN_FACTS`). What makes two runs the same is decided in src/identity.py.
 """
 import json
 import os
@@ -176,8 +175,6 @@ def read_results(path, warn=_warn_stderr):
 # method names; stages separated by spaces; "none" for zero-shot), its template kind (the sweeps'
 # HARD: Y manual, N soft-only; None without template) and whether it trained at all.
 RUN_FACTS = ("combination", "hard", "zero_shot")
-# The keys that tell the repetitions of one setting apart (one per seed and its data split).
-REPLICATE_KEYS = ("seed", "data_dir")
 
 
 def metric_key(task_key: str, split: str, metric: str) -> str:
@@ -204,34 +201,6 @@ def with_run_facts(record: dict) -> dict:
     if all(key in record for key in RUN_FACTS):
         return record
     return {**run_facts(record), **record}
-
-
-def run_identity(record: dict) -> dict:
-    """What makes two runs the same: every run.py argument that can change a result (a key that an
-    older record lacks reads as the argument's default). Not: output paths, logging, device, time,
-    metrics (`src.arguments.NOT_IDENTITY` lists the arguments that change nothing). Values spelled in
-    several ways (an older version's too) count in one spelling (`src.arguments.canonical_arguments`)."""
-    from src.arguments import NOT_IDENTITY, argument_defaults, canonical_arguments
-    record = canonical_arguments(record)
-    identity = {key: record.get(key, default) for key, default in argument_defaults().items()
-                if key not in NOT_IDENTITY}
-    return json.loads(json.dumps(identity, default=str, sort_keys=True))
-
-
-def setting_of(record: dict) -> dict:
-    """The run's identity without what tells its seeds apart: runs of one setting share it."""
-    return {key: value for key, value in run_identity(record).items() if key not in REPLICATE_KEYS}
-
-
-def same_run_as(arguments: dict) -> Callable[[dict], bool]:
-    """A test `record -> is it a record of the run with these arguments?` (identity computed once)."""
-    identity = run_identity(arguments)
-    return lambda record: run_identity(record) == identity
-
-
-def is_logged(records, arguments: dict) -> bool:
-    """True when `records` hold a run with the same identity as `arguments`."""
-    return any(map(same_run_as(arguments), records))
 
 
 def matches(record, condition):

@@ -4,7 +4,7 @@ Two ways to pick which run stands for a seed:
   lm-bff     per seed, the run with the best dev score (any setting); report its test score.
   reference  the paper's scripts: per setting (e.g. learning rate), the mean test score over seeds;
              the setting with the best mean *test* score wins; report its per-seed test scores.
-A setting is a run's identity without its seed and data split (`src.results.setting_of`).
+A setting is a run's identity without its seed and data split (`src.identity.setting_of`).
 
 A run's data setting (`data_setting`) is `full` when it used --dev_as_test (full data: GLUE's test
 labels are hidden, so the dev set is also the test set; the full-data sweeps always pass it), else
@@ -15,7 +15,8 @@ from typing import Iterable, List, Optional, Tuple
 import numpy as np
 
 from src.errors import UserError
-from src.results import matches, metric_key, setting_of, with_run_facts
+from src.identity import setting_of
+from src.results import matches, metric_key, with_run_facts
 from src.tasks import get_task
 
 PROTOCOLS = {"lm-bff": "per seed, the run with the best dev score",

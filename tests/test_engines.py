@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from src.engines import ENGINES
-from src.results import METRIC_KEY, read_results, run_identity
+from src.identity import run_identity
+from src.results import METRIC_KEY, read_results
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
 from tools import launch
 

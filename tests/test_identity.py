@@ -1,13 +1,15 @@
-"""What makes two runs the same (src/results.py: run_identity), for --skip_done, the sweeps' resume
+"""What makes two runs the same (src/identity.py: run_identity), for --skip_done, the sweeps' resume
 and gather alike: every run.py argument is covered without listing it here."""
 import dataclasses
 import json
 
 import pytest
+from transformers import TrainingArguments
 
 from src.experiment import Experiment
-from src.arguments import NOT_IDENTITY, DataArguments, DeltaTrainingArguments, ModelArguments, parse_args
-from src.results import is_logged, run_facts, run_identity, setting_of, with_run_facts
+from src.arguments import ARGUMENT_CLASSES, DeltaTrainingArguments, parse_args
+from src.identity import TRAINER_IDENTITY, TRAINER_NOT_IDENTITY, is_identity, is_logged, run_identity, setting_of
+from src.results import run_facts, with_run_facts
 from src.summary import gather
 from tests.conftest import DATA_ROOT
 
@@ -15,8 +17,8 @@ BASE_ARGV = ["--task_name", "SST-2", "--data_dir", str(DATA_ROOT / "k-shot/SST-2
              "--template", "*cls**sent_0*_It_was*mask*.*sep+*", "--mapping", "{'0':'terrible','1':'great'}",
              "--training_params", "bias", "--do_train", "--learning_rate", "1e-3", "--seed", "13",
              "--output_dir", "out/a", "--log_file", "log"]
-FIELDS = {f.name: f for cls in (ModelArguments, DataArguments, DeltaTrainingArguments)
-          for f in dataclasses.fields(cls) if f.init}
+FIELDS = {f.name: f for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
+NOT_IDENTITY = frozenset(name for name, f in FIELDS.items() if not is_identity(f))
 
 
 def arguments(argv=()):
@@ -63,6 +65,23 @@ def test_every_argument_is_classified_and_identity_covers_the_former_allowlist()
     missed_before = {"adapter_reduction_factor", "first_sent_limit", "other_sent_limit", "truncate_head",
                      "num_demo", "double_demo", "demo_filter", "warmup_steps", "weight_decay", "delta_path"}
     assert former | missed_before <= set(run_identity(BASE))
+
+
+def test_every_trainer_field_is_classified_once():
+    """Each field of the installed transformers' TrainingArguments is either declared by this project (with its
+    identity) or in exactly one of src/identity.py's two Trainer sets; a field a new transformers adds fails
+    here until it is classified."""
+    trainer = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    declared = {name for name in DeltaTrainingArguments.__annotations__}
+    assert not TRAINER_IDENTITY & TRAINER_NOT_IDENTITY
+    assert sorted(trainer - declared - TRAINER_IDENTITY - TRAINER_NOT_IDENTITY) == []
+    assert sorted((TRAINER_IDENTITY | TRAINER_NOT_IDENTITY) - (trainer - declared)) == []
+
+
+def test_the_projects_own_fields_say_whether_they_are_identity():
+    own = [f for name, f in FIELDS.items() if name not in TRAINER_IDENTITY | TRAINER_NOT_IDENTITY]
+    assert [f.name for f in own if not isinstance(f.metadata.get("identity"), bool)] == []
+    assert {"output_dir", "log_file", "skip_done", "feature_cache_dir", "pad_to_multiple_of"} <= NOT_IDENTITY
 
 
 def test_a_cli_argument_change_changes_identity():
