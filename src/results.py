@@ -17,8 +17,10 @@ from typing import Callable, Optional
 from filelock import FileLock, Timeout
 
 from src.checks import Allowed, is_integer, is_number, of_type, one_of, optional
+from src.delta import Stages
 from src.errors import UserError
 from src.files import bounded_lines, open_regular
+from src.templates import parse_template
 
 _MISSING = object()
 
@@ -184,8 +186,6 @@ def metric_key(task_key: str, split: str, metric: str) -> str:
 
 def run_facts(arguments: dict) -> dict:
     """The RUN_FACTS of a run, from its arguments (as recorded)."""
-    from src.delta import Stages
-    from src.templates import parse_template
     zero_shot = arguments.get("do_train") is False
     try:
         combination = "none" if zero_shot else str(Stages.parse(str(arguments.get("training_params", ""))))
