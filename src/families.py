@@ -73,7 +73,8 @@ class Family:
         return self.segment_ids and getattr(config, "type_vocab_size", 0) > 0
 
 
-ALL_ADAPTERS_METHODS = frozenset({"bottleneck", "lora", "prefix_tuning"})
+# The `adapters` method types of the registry's methods: a family the library supports natively takes them all.
+ALL_ADAPTERS_METHODS = frozenset(m.adapters_method for m in METHODS.values() if m.adapters_method)
 
 FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family("roberta", _roberta_head, ALL_ADAPTERS_METHODS, positions_after_pad=True),

@@ -2,11 +2,12 @@
 import ast
 import dataclasses
 import re
+import sys
 
 import pytest
 
 from src.arguments import ModelArguments, argument_defaults, with_method_options
-from src.delta import METHODS, Stages, combination_title, lr_grid, paper_combinations
+from src.delta import METHODS, DeltaMethod, Stages, adapterhub, combination_title, lr_grid, paper_combinations, registry
 from src.errors import UserError
 from tests.conftest import ROOT
 
@@ -82,3 +83,27 @@ def test_stages_have_one_spelling():
     assert [list(stage) for stage in stages] == [["prompt", "bias"], ["adapter"]]
     with pytest.raises(UserError, match="--training_params is empty"):
         Stages.parse("")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="bias"), "same name: bias"), (dict(label="BF"), "same label: BF"),
+    (dict(title="BitFit"), "same title: BitFit"), (dict(adapters_method="houlsby"), "unknown adapters method type")])
+def test_the_registry_refuses_a_repeated_name_label_or_title_and_an_unknown_adapters_type(change, message):
+    """As peft's register_peft_method refuses a name twice: a second entry would silently replace the first."""
+    new = DeltaMethod(**{"name": "new", "label": "NW", "title": "New", "selects": lambda name: False, **change})
+    assert registry([*METHODS.values(), DeltaMethod("new", "NW", "New", lambda name: False)])
+    with pytest.raises(ValueError, match=message):
+        registry([*METHODS.values(), new])
+
+
+def test_each_adapters_type_is_the_one_of_its_config_class():
+    """A method's `adapters` method type (stated beside the config class its module builds) is that config's
+    type for the library; the known types are the library's."""
+    from adapters.interface import AdapterMethod
+    assert adapterhub.METHOD_TYPES == {value for name, value in vars(AdapterMethod).items()
+                                       if not name.startswith("_") and isinstance(value, str)}
+    through_adapters = [m for m in METHODS.values() if m.adapters_method]
+    assert {m.name for m in through_adapters} == {"adapter", "lora", "prefix"}
+    for method in through_adapters:
+        module = sys.modules[method.attach.__module__]
+        assert AdapterMethod.get_from_config(module.config(method.options())) == [method.adapters_method], method.name

@@ -5,7 +5,8 @@ trained in that stage (`Stages`). A method entry says what it adds to a model (`
 parameters it trains (`selects`), its options (a dataclass: run.py's flags, their defaults, help and
 allowed values, and its checks against a model's config), its labels in tables and figures, and its
 few-shot learning-rate grid. run.py's arguments, tools, tables, plots and sweep scripts iterate over
-`METHODS`; adding a method is one module plus one entry below.
+`METHODS`; adding a method is one module plus one entry below. The registry checks its entries as it is
+built (`registry`): names, labels and titles each once, the `adapters` method types known.
 """
 import dataclasses
 import itertools
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from src.delta import adapter, bitfit, lora, prefix, prompt
+from src.delta import adapter, adapterhub, bitfit, lora, prefix, prompt
 from src.errors import UserError
 
 # SPEC §7: few-shot learning rates of a combination of several methods (and of the adapter alone).
@@ -35,7 +36,8 @@ class DeltaMethod:
     in_paper: bool = True                      # one of the paper's combinable methods (default sweeps)
     trains_base: bool = False                  # trains the pretrained weights themselves (`all`)
     template_part: Optional[str] = None        # a template part the method needs (prompt: *prompt*)
-    adapters_method: Optional[str] = None      # the `adapters` method type it attaches (src/families.py)
+    adapters_method: Optional[str] = None      # the `adapters` method type it attaches (its module's
+                                               # ADAPTERS_METHOD, beside the config; src/families.py)
 
     @property
     def combinable(self) -> bool:
@@ -55,18 +57,35 @@ class DeltaMethod:
             options.check(model_config)
 
 
-METHODS: Dict[str, DeltaMethod] = {m.name: m for m in [
+def registry(methods: Iterable[DeltaMethod]) -> Dict[str, DeltaMethod]:
+    """name -> method, in the given order; a ValueError when two methods share a name, a label or a title, or a
+    method's `adapters` method type is not one of the library's (adapterhub.METHOD_TYPES)."""
+    methods = list(methods)
+    for attribute in ("name", "label", "title"):
+        values = [getattr(m, attribute) for m in methods]
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"delta methods with the same {attribute}: {', '.join(repeated)}")
+    unknown = [m.name for m in methods if m.adapters_method is not None
+               and m.adapters_method not in adapterhub.METHOD_TYPES]
+    if unknown:
+        raise ValueError(f"delta methods of an unknown adapters method type: {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(adapterhub.METHOD_TYPES))})")
+    return {m.name: m for m in methods}
+
+
+METHODS: Dict[str, DeltaMethod] = registry([
     DeltaMethod("prompt", "PT", "Prompt", prompt.selects, prompt.attach, prompt.Options,
                 lr_grid=(1e-2, 3e-3, 1e-3, 3e-4), template_part="prompt"),
     DeltaMethod("bias", "BF", "BitFit", bitfit.selects, lr_grid=(3e-3, 1e-3, 3e-4, 1e-4)),
     DeltaMethod("adapter", "AP", "Adapter", adapter.selects, adapter.attach, adapter.Options,
-                adapters_method="bottleneck"),
+                adapters_method=adapter.ADAPTERS_METHOD),
     DeltaMethod("lora", "LA", "LoRA", lora.selects, lora.attach, lora.Options, in_paper=False,
-                adapters_method="lora"),
+                adapters_method=lora.ADAPTERS_METHOD),
     DeltaMethod("prefix", "PF", "Prefix", prefix.selects, prefix.attach, prefix.Options, in_paper=False,
-                adapters_method="prefix_tuning"),
+                adapters_method=prefix.ADAPTERS_METHOD),
     DeltaMethod("all", "FT", "Fine-tuning", lambda name: True, in_paper=False, trains_base=True),
-]}
+])
 
 
 def split_combination(spec: str, option: str = "--training_params") -> List[str]:

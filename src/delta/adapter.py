@@ -10,6 +10,8 @@ from src.delta import adapterhub
 from src.errors import UserError
 
 NAME = "houlsby"
+# The `adapters` method type of `config`'s DoubleSeqBnConfig (src/families.py: the families that take it).
+ADAPTERS_METHOD = "bottleneck"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ def selects(name: str) -> bool:
     return f".adapters.{NAME}." in name
 
 
-def attach(model, options: Options) -> None:
+def config(options: Options):
     from adapters import DoubleSeqBnConfig
-    adapterhub.add(model, NAME, DoubleSeqBnConfig(reduction_factor=options.adapter_reduction_factor))
+    return DoubleSeqBnConfig(reduction_factor=options.adapter_reduction_factor)
+
+
+def attach(model, options: Options) -> None:
+    adapterhub.add(model, NAME, config(options))

@@ -2,9 +2,14 @@
 
 Each method adds its own named adapter; all of them stay active together (a `Stack`), so a
 frozen adapter still runs in forward while another method trains. `adapters` is imported only
-when a model gets one (it takes seconds to import).
+when a model gets one (it takes seconds to import). Each such method's module states, beside the config class
+it builds (`config(options)`), that config's method type of the library (`ADAPTERS_METHOD`), one of METHOD_TYPES.
 """
 import logging
+
+# The `adapters` library's method types (adapters.interface.AdapterMethod; tests/test_registry.py compares):
+# what a method's config is, and what a model family takes (src/families.py).
+METHOD_TYPES = frozenset({"bottleneck", "prefix_tuning", "lora", "prompt_tuning", "reft", "invertible"})
 
 
 def add(model, name: str, config) -> None:

@@ -6,6 +6,8 @@ from src.delta import adapterhub
 from src.errors import UserError
 
 NAME = "lora"
+# The `adapters` method type of `config`'s LoRAConfig (src/families.py: the families that take it).
+ADAPTERS_METHOD = "lora"
 # LoRA's alpha in use is a few to a few hundred; far beyond it the update overflows float32 at once.
 ALPHA_MAX = 4096
 
@@ -27,6 +29,10 @@ def selects(name: str) -> bool:
     return f".loras.{NAME}." in name
 
 
-def attach(model, options: Options) -> None:
+def config(options: Options):
     from adapters import LoRAConfig
-    adapterhub.add(model, NAME, LoRAConfig(r=options.lora_r, alpha=options.lora_alpha))
+    return LoRAConfig(r=options.lora_r, alpha=options.lora_alpha)
+
+
+def attach(model, options: Options) -> None:
+    adapterhub.add(model, NAME, config(options))

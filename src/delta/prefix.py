@@ -13,6 +13,8 @@ from src.checks import at_least, option
 from src.delta import adapterhub
 
 NAME = "prefix"
+# The `adapters` method type of `config`'s PrefixTuningConfig (src/families.py: the families that take it).
+ADAPTERS_METHOD = "prefix_tuning"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,10 @@ def selects(name: str) -> bool:
     return f".prefix_tunings.{NAME}." in name
 
 
-def attach(model, options: Options) -> None:
+def config(options: Options):
     from adapters import PrefixTuningConfig
-    adapterhub.add(model, NAME, PrefixTuningConfig(prefix_length=options.prefix_length,
-                                                   bottleneck_size=options.prefix_bottleneck_size))
+    return PrefixTuningConfig(prefix_length=options.prefix_length, bottleneck_size=options.prefix_bottleneck_size)
+
+
+def attach(model, options: Options) -> None:
+    adapterhub.add(model, NAME, config(options))
