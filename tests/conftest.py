@@ -7,7 +7,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from src.random_models import TINY_MODELS, create  # noqa: E402
+from src.families import FAMILIES as FAMILY_ROWS  # noqa: E402
+from src.random_models import create  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,25 +23,27 @@ def data_root():
 
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # ModernBERT has none anyway
-FAMILIES = list(TINY_MODELS)  # roberta, bert, deberta-v2, modernbert
-
-
-def tiny(model_type, **overrides):
-    """A session fixture: the tiny model of `model_type` (src/random_models.py), made on first use."""
-    @pytest.fixture(scope="session")
-    def fixture(tmp_path_factory):
-        return str(create(model_type, tmp_path_factory.mktemp(f"tiny-{model_type}"), **overrides))
-    return fixture
+# Every row of src/families.py (roberta, bert, deberta-v2, modernbert): a row without a tiny model fails the
+# tests that use it.
+FAMILIES = list(FAMILY_ROWS)
 
 
 def fixture_name(family, no_dropout=False):
     return f"{'no_dropout' if no_dropout else 'tiny'}_{family.replace('-', '_')}"
 
 
-tiny_roberta, tiny_bert, tiny_deberta_v2, tiny_modernbert = (tiny(family) for family in FAMILIES)
-# Tiny models without dropout: runs that must agree within float noise.
-no_dropout_roberta, no_dropout_bert, no_dropout_deberta_v2, no_dropout_modernbert = (
-    tiny(family, **NO_DROPOUT) for family in FAMILIES)
+def tiny(model_type, no_dropout=False):
+    """A session fixture (tiny_roberta, ...; without dropout, for runs that must agree within float noise:
+    no_dropout_roberta, ...): the tiny model of `model_type` (src/random_models.py), made on first use."""
+    @pytest.fixture(scope="session", name=fixture_name(model_type, no_dropout))
+    def fixture(tmp_path_factory):
+        return str(create(model_type, tmp_path_factory.mktemp(f"tiny-{model_type}"),
+                          **(NO_DROPOUT if no_dropout else {})))
+    return fixture
+
+
+globals().update({fixture_name(family, no_dropout): tiny(family, no_dropout)
+                  for family in FAMILIES for no_dropout in (False, True)})
 
 
 @pytest.fixture

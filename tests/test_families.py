@@ -14,12 +14,16 @@ from transformers import AutoConfig
 
 from src.families import FAMILIES, family_of
 from src.models import build_model
+from src.random_models import TINY_MODELS
 from src.tasks import get_task
-from tests.conftest import FAMILIES as TINY_FAMILIES
 
 
-def test_every_family_has_a_tiny_model():
-    assert list(FAMILIES) == TINY_FAMILIES
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_a_tiny_model(family, tiny_of):
+    """The family tests run over the rows of src/families.py (tests/conftest.py): each row's tiny model is made
+    and is of its family; a tiny model without a row would be untested."""
+    assert family_of(AutoConfig.from_pretrained(tiny_of(family))) is FAMILIES[family]
+    assert list(FAMILIES) == list(TINY_MODELS)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -48,14 +52,18 @@ def test_modernbert_runs_one_adapters_method_at_a_time(tiny_of):
         model(input_ids=torch.tensor([[50258, 100, 50261, 50259]]), mask_pos=torch.tensor([2]))
 
 
-@pytest.mark.parametrize("family, offset, segment_ids", [
-    ("roberta", 2, False), ("bert", 0, True), ("deberta-v2", 0, False), ("modernbert", 0, False)])
-def test_positions_and_segment_ids(family, offset, segment_ids, tiny_of):
+# family -> (position offset, takes segment ids) of its tiny model; a family row missing here fails below.
+POSITIONS_AND_SEGMENT_IDS = {"roberta": (2, False), "bert": (0, True), "deberta-v2": (0, False),
+                             "modernbert": (0, False)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_positions_and_segment_ids(family, tiny_of):
     """RoBERTa counts positions from pad_token_id + 1; BERT has two segment embeddings; DeBERTa-v3 none
     (type_vocab_size 0: the tokenizer's token_type_ids are not passed), unless a config gives it some."""
     config = AutoConfig.from_pretrained(tiny_of(family))
     row = family_of(config)
-    assert (row.position_offset(config), row.takes_segment_ids(config)) == (offset, segment_ids)
+    assert (row.position_offset(config), row.takes_segment_ids(config)) == POSITIONS_AND_SEGMENT_IDS[family]
     if family == "deberta-v2":
         config.type_vocab_size = 2
         assert row.takes_segment_ids(config)
