@@ -10,8 +10,6 @@ from src.delta import adapterhub
 from src.errors import UserError
 
 NAME = "houlsby"
-# The `adapters` method type of `config`'s DoubleSeqBnConfig (src/families.py: the families that take it).
-ADAPTERS_METHOD = "bottleneck"
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,10 @@ class Options:
 
 def selects(name: str) -> bool:
     return f".adapters.{NAME}." in name
+
+
+# The `adapters` method type of the DoubleSeqBnConfig below (src/families.py: the families that take it).
+ADAPTERS_METHOD = "bottleneck"
 
 
 def config(options: Options):

@@ -6,8 +6,6 @@ from src.delta import adapterhub
 from src.errors import UserError
 
 NAME = "lora"
-# The `adapters` method type of `config`'s LoRAConfig (src/families.py: the families that take it).
-ADAPTERS_METHOD = "lora"
 # LoRA's alpha in use is a few to a few hundred; far beyond it the update overflows float32 at once.
 ALPHA_MAX = 4096
 
@@ -27,6 +25,10 @@ class Options:
 
 def selects(name: str) -> bool:
     return f".loras.{NAME}." in name
+
+
+# The `adapters` method type of the LoRAConfig below (src/families.py: the families that take it).
+ADAPTERS_METHOD = "lora"
 
 
 def config(options: Options):

@@ -13,8 +13,6 @@ from src.checks import at_least, option
 from src.delta import adapterhub
 
 NAME = "prefix"
-# The `adapters` method type of `config`'s PrefixTuningConfig (src/families.py: the families that take it).
-ADAPTERS_METHOD = "prefix_tuning"
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,10 @@ class Options:
 
 def selects(name: str) -> bool:
     return f".prefix_tunings.{NAME}." in name
+
+
+# The `adapters` method type of the PrefixTuningConfig below (src/families.py: the families that take it).
+ADAPTERS_METHOD = "prefix_tuning"
 
 
 def config(options: Options):
