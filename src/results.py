@@ -17,9 +17,10 @@ from typing import Callable, Optional
 
 from filelock import FileLock, Timeout
 
-from src.checks import Allowed, is_integer, is_number, of_type, one_of, optional
+from src.checks import Allowed, Local, is_integer, is_number, of_type, one_of, optional
 from src.errors import UserError
 from src.files import bounded_lines, open_regular
+from src.tasks import get_task
 
 _MISSING = object()
 
@@ -110,43 +111,52 @@ METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
 # correlations in [-1, 1]. Anything else (NaN, 1e400, 10**4000) is a damaged value.
 METRIC_RANGE = (-1, 1)
 STRING = of_type(str, "a string")
-BOOLEAN = of_type(bool, "true or false")
-INTEGER = of_type(int, "an integer")
-# What each field of a record must hold when present; every metric is a number in METRIC_RANGE.
+# What a record holds besides run.py's arguments, and the arguments it spells otherwise than run.py takes them.
+# Every other argument in a record is held to the argument's own type and allowed values
+# (src.arguments.argument_checks; to its type only where only the machine that wrote it can check the value,
+# `Local`: a folder, a GPU); every metric is a number in METRIC_RANGE.
 RECORD_FIELDS = {
-    "task_name": STRING,
-    "tag": optional(STRING),
-    "template": optional(STRING),
-    "mapping": optional(STRING),
-    "training_params": STRING,
-    "attach": optional(STRING),
-    "model_name_or_path": STRING,
-    "do_train": BOOLEAN,
-    "seed": INTEGER,
-    "learning_rate": Allowed("a finite number", is_number),
-    "per_device_train_batch_size": INTEGER,
-    "max_steps": INTEGER,
+    "task_name": STRING,  # any case (run.py takes any), read in its record spelling: `canonical_task`
+    "tag": optional(STRING),  # null in older versions' records
+    "training_params": STRING,  # the stages as one string, as `Stages` spells them
     "trainable_params": Allowed("an integer >= 0", lambda v: is_integer(v) and v >= 0),
     "total_params": Allowed("an integer > 0", lambda v: is_integer(v) and v > 0),
     "trainable_percent": Allowed("a number in [0, 100]", lambda v: is_number(v) and 0 <= v <= 100),
     "stages": Allowed("a list of stage results", lambda v: isinstance(v, list) and all(_stage(s) for s in v)),
     "combination": optional(STRING),
     "hard": optional(one_of("Y", "N")),
-    "zero_shot": BOOLEAN,
+    "zero_shot": of_type(bool, "true or false"),
 }
+
+
+def _field_problem(key: str, value: object) -> Optional[str]:
+    """What the record's `key` must hold and `value` is not, or None."""
+    from src.arguments import argument_checks, value_problem
+    if key in RECORD_FIELDS:
+        return None if RECORD_FIELDS[key].test(value) else f"{key} is not {RECORD_FIELDS[key].text}"
+    if key in argument_checks():
+        hint, allowed = argument_checks()[key]
+        problem = value_problem(value, hint, None if isinstance(allowed, Local) else allowed)
+        return problem and f"{key} is not {problem}"
+    if METRIC_KEY.fullmatch(key) and not _metric(value):
+        return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
+    return None
 
 
 def record_problem(record: object) -> Optional[str]:
     """What makes `record` unfit for the readers (tables, plots, --skip_done), or None when it is fit."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    for key, allowed in RECORD_FIELDS.items():
-        if key in record and not allowed.test(record[key]):
-            return f"{key} is not {allowed.text}"
-    for key, value in record.items():
-        if METRIC_KEY.fullmatch(key) and not _metric(value):
-            return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
-    return None
+    return next(filter(None, (_field_problem(key, value) for key, value in record.items())), None)
+
+
+def canonical_task(name: str) -> str:
+    """A task's name as records spell it (`SST-2` and `sst-2` are the task `sst-2`, as run.py takes any case);
+    a name this version does not know (a user's task) stays as it is."""
+    try:
+        return get_task(name).key
+    except UserError:
+        return name
 
 
 def read_results(path, warn=_warn_stderr):
@@ -166,7 +176,8 @@ def read_results(path, warn=_warn_stderr):
             except (ValueError, RecursionError):
                 problem = "not a JSON object"
             if problem is None:
-                records.append(record)
+                records.append({**record, "task_name": canonical_task(record["task_name"])}
+                               if "task_name" in record else record)
             else:
                 warn(f"{path}:{number}: skipped a damaged line ({problem})")
     return records
