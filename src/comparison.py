@@ -187,19 +187,16 @@ def render_latex(comparison: dict) -> str:
 
 def write_csv(comparison: dict, path: str) -> None:
     """One row per compared cell (CSV_FIELDS); numbers in percent, unrounded."""
-    try:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            for block in comparison["blocks"]:
-                for cell in block["cells"]:
-                    ours = ("", "") if cell.ours is None else [round(value, 4) for value in cell.ours]
-                    writer.writerow(dict(
-                        setting=comparison["setting"], hard=block["hard"], task=cell.task,
-                        combination=cell.combination, ours_mean=ours[0], ours_std=ours[1],
-                        ours_seeds="" if cell.seeds is None else cell.seeds, paper_mean=cell.paper.mean,
-                        paper_std="" if cell.paper.std is None else cell.paper.std, source=cell.paper.source,
-                        difference="" if cell.difference is None else round(cell.difference, 4), verdict=cell.verdict,
-                        protocol=comparison["protocol"], note=cell.paper.note))
-    except OSError as error:
-        raise UserError(f"--csv: cannot write {path!r}: {error}") from error
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for block in comparison["blocks"]:
+            for cell in block["cells"]:
+                ours = ("", "") if cell.ours is None else [round(value, 4) for value in cell.ours]
+                writer.writerow(dict(
+                    setting=comparison["setting"], hard=block["hard"], task=cell.task,
+                    combination=cell.combination, ours_mean=ours[0], ours_std=ours[1],
+                    ours_seeds="" if cell.seeds is None else cell.seeds, paper_mean=cell.paper.mean,
+                    paper_std="" if cell.paper.std is None else cell.paper.std, source=cell.paper.source,
+                    difference="" if cell.difference is None else round(cell.difference, 4), verdict=cell.verdict,
+                    protocol=comparison["protocol"], note=cell.paper.note))

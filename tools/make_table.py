@@ -9,13 +9,15 @@ src/summary.py: `full` for --dev_as_test runs, else `16-shot`); --setting picks 
 holds both.
 
 --compare paper puts each cell beside the paper's (src/comparison.py: the paper's numbers, the
-verdicts); --csv writes that comparison as CSV, --figure one scatter PNG per block.
+verdicts); --csv writes that comparison as CSV, --figure one scatter PNG per block (all of them or,
+when one cannot be written, none).
 
 Usage: python tools/make_table.py --log_file log --task SST-2 CoLA [--tag exp] [--latex]
        python tools/make_table.py --log_file log --tag exp --compare paper [--setting full] [--csv FILE] [--figure DIR]
 """
 import os
 import sys
+from functools import partial
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from src import comparison
 from src.checks import ArgumentParser
 from src.delta import METHODS, combination_rank, combination_title, paper_combinations
 from src.errors import UserError, cli
+from src.files import write_all
 from src.results import read_results, with_run_facts
 from src.summary import PROTOCOLS, data_setting, gather
 from src.tasks import get_task
@@ -153,48 +156,47 @@ def choose_setting(records, task_names, tag, setting):
     return setting or (held[0] if held else None)
 
 
-def plot_comparison(result, folder):
-    """One PNG per block in `folder`: ours against the paper's per task cell (error bars: the stds;
-    dashed diagonal: agreement), coloured by verdict. `outside` cells are numbered on the plot and
-    listed beside it (task/combination, difference), largest difference first. Returns the paths."""
+def figure_path(folder, result, block):
+    """Where --figure puts the scatter of one block."""
+    return os.path.join(folder, f"table2-{result['setting']}-{block['hard']}.png")
+
+
+def plot_block(result, block, path):
+    """The PNG file `path`: ours against the paper's per task cell of `block` (error bars: the stds; dashed
+    diagonal: agreement), coloured by verdict. `outside` cells are numbered on the plot and listed beside it
+    (task/combination, difference), largest difference first."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"within": "tab:green", "within 2x": "tab:orange", "outside": "tab:red"}
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for block in result["blocks"]:
-        cells = [cell for cell in block["cells"] if cell.ours is not None and cell.task != comparison.AVERAGE]
-        outliers = sorted((c for c in cells if c.verdict == "outside"), key=lambda c: -abs(c.difference))
-        fig, (ax, side) = plt.subplots(1, 2, figsize=(11, max(7, 1 + 0.16 * len(outliers))),
-                                       gridspec_kw=dict(width_ratios=(7, 4)))
-        for name, colour in colours.items():
-            group = [cell for cell in cells if cell.verdict == name]
-            if group:
-                ax.errorbar([c.paper.mean for c in group], [c.ours[0] for c in group],
-                            xerr=[c.paper.std or 0 for c in group], yerr=[c.ours[1] for c in group], fmt="o",
-                            color=colour, alpha=0.8, markersize=4, capsize=2, elinewidth=0.8,
-                            label=f"{name} ({len(group)})")
-        values = [v for c in cells for v in (c.paper.mean, c.ours[0])] or [0, 100]
-        low, high = min(values) - 5, max(values) + 5
-        ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--", label="ours = paper")
-        for number, cell in enumerate(outliers, 1):
-            ax.annotate(str(number), (cell.paper.mean, cell.ours[0]), fontsize=7, color="tab:red",
-                        xytext=(3, 3), textcoords="offset points")
-        ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", xlabel="paper (task metric x100)",
-               ylabel=f"ours (protocol {result['protocol']})")
-        ax.set_title(f"{block['title']}\ncells with Average: {comparison.counts_text(block)}", fontsize=10)
-        ax.legend(title="task cells", fontsize=8, title_fontsize=8, loc="upper left")
-        side.axis("off")
-        listing = [f"{n:>2}  {c.task}/{c.title}  {c.difference:+.1f}" for n, c in enumerate(outliers, 1)]
-        side.text(0, 1, "\n".join(["outside (ours - paper):"] + listing), va="top", family="monospace",
-                  fontsize=7, transform=side.transAxes)
-        path = os.path.join(folder, f"table2-{result['setting']}-{block['hard']}.png")
-        fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    cells = [cell for cell in block["cells"] if cell.ours is not None and cell.task != comparison.AVERAGE]
+    outliers = sorted((c for c in cells if c.verdict == "outside"), key=lambda c: -abs(c.difference))
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(11, max(7, 1 + 0.16 * len(outliers))),
+                                   gridspec_kw=dict(width_ratios=(7, 4)))
+    for name, colour in colours.items():
+        group = [cell for cell in cells if cell.verdict == name]
+        if group:
+            ax.errorbar([c.paper.mean for c in group], [c.ours[0] for c in group],
+                        xerr=[c.paper.std or 0 for c in group], yerr=[c.ours[1] for c in group], fmt="o",
+                        color=colour, alpha=0.8, markersize=4, capsize=2, elinewidth=0.8,
+                        label=f"{name} ({len(group)})")
+    values = [v for c in cells for v in (c.paper.mean, c.ours[0])] or [0, 100]
+    low, high = min(values) - 5, max(values) + 5
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--", label="ours = paper")
+    for number, cell in enumerate(outliers, 1):
+        ax.annotate(str(number), (cell.paper.mean, cell.ours[0]), fontsize=7, color="tab:red",
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", xlabel="paper (task metric x100)",
+           ylabel=f"ours (protocol {result['protocol']})")
+    ax.set_title(f"{block['title']}\ncells with Average: {comparison.counts_text(block)}", fontsize=10)
+    ax.legend(title="task cells", fontsize=8, title_fontsize=8, loc="upper left")
+    side.axis("off")
+    listing = [f"{n:>2}  {c.task}/{c.title}  {c.difference:+.1f}" for n, c in enumerate(outliers, 1)]
+    side.text(0, 1, "\n".join(["outside (ours - paper):"] + listing), va="top", family="monospace",
+              fontsize=7, transform=side.transAxes)
+    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 @cli
@@ -236,15 +238,12 @@ def main(argv=None):
         print(render_latex(table) if args.latex else render_markdown(table))
         return 0
     result = comparison.compare(table, paper)
-    if args.csv:
-        comparison.write_csv(result, args.csv)
-    if args.figure:
-        try:
-            paths = plot_comparison(result, args.figure)
-        except OSError as error:
-            raise UserError(f"--figure: cannot write in {args.figure!r}: {error}") from error
-        for path in paths:
-            print(f"figure: {path}", file=sys.stderr)
+    outputs = {args.csv: ("--csv", partial(comparison.write_csv, result))} if args.csv else {}
+    figures = {figure_path(args.figure, result, block): ("--figure", partial(plot_block, result, block))
+               for block in result["blocks"]} if args.figure else {}
+    write_all({**outputs, **figures})
+    for path in figures:
+        print(f"figure: {path}", file=sys.stderr)
     print(comparison.render_latex(result) if args.latex else comparison.render_markdown(result))
     return 0
 
