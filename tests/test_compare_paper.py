@@ -11,7 +11,9 @@ from src.comparison import AVERAGE, REFERENCE_CSV, ROUNDING, compare, load_paper
 from src.delta import paper_combinations
 from src.summary import FULL_DATA
 from tests.paper_log import TAG, paper_records, write_log
-from tools.make_table import build_table, main
+from src.table import build_table
+from src.tasks import get_task
+from tools.make_table import main
 
 PAPER = load_paper()
 TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]
@@ -22,7 +24,7 @@ AVERAGE_ROUNDING = 2 * ROUNDING + 1e-9
 
 
 def comparison(records, setting, protocol="lm-bff", tasks=TASKS):
-    return compare(build_table(records, tasks, TAG, protocol, setting), PAPER)
+    return compare(build_table(records, [get_task(name) for name in tasks], TAG, protocol, setting), PAPER)
 
 
 def cells(result):

@@ -1,12 +1,7 @@
 """The paper's Table 2 from a results log: tasks × delta combinations, without and with templates.
 
-A record's block is its template kind (HARD=N soft-only, HARD=Y manual; the record's `hard`), its
-column its single-stage combination (the record's `combination`; "none" for zero-shot). Columns:
-none, then the paper's seven combinations in the paper's order, then any other combination of the
-delta registry that the log holds for these tasks (e.g. LoRA). Each cell is mean±std (×100) over
-seeds, chosen as tools/gather_result.py does. One table holds one data setting (`data_setting` in
-src/summary.py: `full` for --dev_as_test runs, else `16-shot`); --setting picks it when the log
-holds both.
+The table (its blocks, columns and cells) is src/table.py's; this tool picks the tasks, the tag and the
+data setting (--setting, needed when the log holds both 16-shot and full-data runs) and prints it.
 
 --compare paper puts each cell beside the paper's (src/comparison.py: the paper's numbers, the
 verdicts); --csv writes that comparison as CSV, --figure one scatter PNG per block (all of them or,
@@ -19,132 +14,19 @@ import os
 import sys
 from functools import partial
 
-import numpy as np
-
 from src import comparison
 from src.checks import ArgumentParser
-from src.delta import METHODS, combination_rank, combination_title, paper_combinations
 from src.errors import UserError, cli
 from src.files import write_all
-from src.results import read_results, with_run_facts
-from src.summary import PROTOCOLS, data_setting, gather
+from src.results import read_results
+from src.summary import PROTOCOLS, data_setting
+from src.table import build_table, render_latex, render_markdown
 from src.tasks import get_task
 
-ZERO_SHOT = "none"
-BLOCKS = (("N", "without templates (HARD=N)"), ("Y", "with templates (HARD=Y)"))
 
-
-def column_of(record):
-    """The table column (a combination, or "none") of a record; None for a multi-stage run and for
-    full fine-tuning (`all`, not a combinable method)."""
-    combination = with_run_facts(record)["combination"]
-    if combination == ZERO_SHOT:
-        return combination
-    if not combination or " " in combination or not all(METHODS[n].combinable for n in combination.split(",")):
-        return None
-    return combination
-
-
-def columns_for(combinations):
-    """none, the paper's combinations, then the other combinations given, in column order."""
-    paper = paper_combinations()
-    extra = sorted(set(combinations) - set(paper) - {ZERO_SHOT}, key=lambda c: combination_rank(c.split(",")))
-    return [ZERO_SHOT] + paper + extra
-
-
-def _tunable(column, records):
-    """The column's tunable share in percent (mean over its records); zero-shot tunes nothing."""
-    if not records:
-        return None
-    return 0.0 if column == ZERO_SHOT else float(np.mean([r["trainable_percent"] for r in records]))
-
-
-def build_table(records, task_names, tag=None, protocol="lm-bff", setting=None):
-    """The table as numbers (percent): dict(columns=[title per column], keys=[combination per column],
-    tunable=[% or None per column], tasks=[task names], setting, protocol, blocks=[dict(hard, title,
-    rows=[(label, [(mean, std) or None per column])], seeds=[[number of seeds or None per column] per
-    task])]); the last row of a block is the Average (mean of means ± mean of stds, only where every
-    task has the cell). `setting`: only the runs of this data setting (None: every run)."""
-    tasks = [get_task(name) for name in task_names]
-    keys = {task.key for task in tasks}
-    cells = {}
-    for record in map(with_run_facts, records):
-        column = column_of(record)
-        if (column and record.get("task_name") in keys and record.get("hard")
-                and (tag is None or record.get("tag") == tag)
-                and (setting is None or data_setting(record) == setting)):
-            cells.setdefault((record["hard"], record["task_name"], column), []).append(record)
-    columns = columns_for(column for _, _, column in cells)
-    tunable = [_tunable(column, [r for (_, _, c), rs in cells.items() if c == column for r in rs])
-               for column in columns]
-
-    blocks = []
-    for hard, title in BLOCKS:
-        rows, seeds = [], []
-        for task in tasks:
-            results = [gather(cells.get((hard, task.key, column), []), {"task_name": task.key}, protocol=protocol)
-                       for column in columns]
-            rows.append((f"{task.name} ({task.main_metric})",
-                         [None if r is None else (100 * r["mean"], 100 * r["std"]) for r in results]))
-            seeds.append([None if r is None else r["n"] for r in results])
-        average = [None if None in column else tuple(np.mean(column, axis=0))
-                   for column in zip(*(row for _, row in rows))]
-        rows.append(("Average", average))
-        blocks.append(dict(hard=hard, title=title, rows=rows, seeds=seeds))
-    titles = [ZERO_SHOT if c == ZERO_SHOT else combination_title(c) for c in columns]
-    return dict(columns=titles, keys=columns, tunable=tunable, blocks=blocks, protocol=protocol,
-                tasks=[task.name for task in tasks], setting=setting)
-
-
-def format_percent(percent):
-    """0.0029 → '0.003%', 0.091 → '0.09%', 1.754 → '1.75%' (as in the paper's header)."""
-    if percent is None:
-        return ""
-    if percent == 0:
-        return "0%"
-    return f"{percent:.2f}%" if percent >= 0.01 else f"{percent:.1g}%"
-
-
-def _cell(cell, pm):
-    return "" if cell is None else f"{cell[0]:.1f}{pm}{cell[1]:.1f}"
-
-
-def render_markdown(table):
-    def line(cells):
-        return "| " + " | ".join(cells) + " |"
-
-    columns = table["columns"]
-    lines = [f"Protocol: {table['protocol']}; data: {table['setting']}", "", line(["Task"] + columns),
-             line(["---"] * (len(columns) + 1)),
-             line(["Tunable %"] + [format_percent(p) for p in table["tunable"]])]
-    for block in table["blocks"]:
-        lines.append(line([f"*{block['title']}*"] + [""] * len(columns)))
-        lines += [line([label] + [_cell(c, "±") for c in row]) for label, row in block["rows"]]
-    return "\n".join(lines)
-
-
-def render_latex(table):
-    def line(cells):
-        return " & ".join(cell.replace("%", r"\%").replace("_", r"\_") for cell in cells) + r" \\"
-
-    columns = table["columns"]
-    width = len(columns) + 1
-    lines = [f"% protocol: {table['protocol']}; data: {table['setting']}",
-             r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\hline",
-             line(["Task"] + columns), line(["Tunable %"] + [format_percent(p) for p in table["tunable"]])]
-    for block in table["blocks"]:
-        lines += [r"\hline", rf"\multicolumn{{{width}}}{{c}}{{{block['title']}}} \\", r"\hline"]
-        for label, row in block["rows"]:
-            if label == "Average":
-                lines.append(r"\hline")
-            lines.append(line([label] + [_cell(c, "$\\pm$") for c in row]))
-    lines += [r"\hline", r"\end{tabular}"]
-    return "\n".join(lines)
-
-
-def choose_setting(records, task_names, tag, setting):
+def choose_setting(records, tasks, tag, setting):
     """The data setting of the table: `setting` if given, else the only one the tasks' records hold."""
-    keys = {get_task(name).key for name in task_names}
+    keys = {task.key for task in tasks}
     held = sorted({data_setting(r) for r in records
                    if r.get("task_name") in keys and (tag is None or r.get("tag") == tag)})
     if setting is not None and held and setting not in held:
@@ -219,19 +101,19 @@ def main(argv=None):
     task_names = args.task or (comparison.paper_tasks(paper) if paper else None)
     if not task_names:
         raise UserError("--task is required (or --compare paper, whose default is the paper's tasks)")
-    task_names = [get_task(name).name for name in task_names]
+    tasks = [get_task(name) for name in task_names]
     if paper:
-        comparison.check_tasks(task_names, paper)
+        comparison.check_tasks([task.name for task in tasks], paper)
     records = read_results(args.log_file)
-    setting = choose_setting(records, task_names, args.tag, args.setting)
-    table = build_table(records, task_names, args.tag, args.protocol, setting)
+    setting = choose_setting(records, tasks, args.tag, args.setting)
+    table = build_table(records, tasks, args.tag, args.protocol, setting)
     logged = {r.get("task_name") for r in records if args.tag is None or r.get("tag") == args.tag}
-    absent = [task.name for task in map(get_task, task_names) if task.key not in logged]
+    absent = [task.name for task in tasks if task.key not in logged]
     if absent:
         with_tag = f" with tag {args.tag!r}" if args.tag else ""
         print(f"note: {args.log_file} holds no run of {', '.join(absent)}{with_tag}: their cells are empty, and so "
               "are the Average cells (an average needs every task)", file=sys.stderr)
-    if all(cell is None for block in table["blocks"] for _, row in block["rows"] for cell in row):
+    if all(cell is None for block in table.blocks for row in block.rows for cell in row.cells):
         print(f"no record in {args.log_file} fills a cell of the table", file=sys.stderr)
         return 1
     if not args.compare:
