@@ -129,25 +129,24 @@ RECORD_FIELDS = {
 }
 
 
-def _field_problem(key: str, value: object) -> Optional[str]:
-    """What the record's `key` must hold and `value` is not, or None."""
-    from src.arguments import argument_checks, value_problem
-    if key in RECORD_FIELDS:
-        return None if RECORD_FIELDS[key].test(value) else f"{key} is not {RECORD_FIELDS[key].text}"
-    if key in argument_checks():
-        hint, allowed = argument_checks()[key]
-        problem = value_problem(value, hint, None if isinstance(allowed, Local) else allowed)
-        return problem and f"{key} is not {problem}"
-    if METRIC_KEY.fullmatch(key) and not _metric(value):
-        return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
-    return None
-
-
 def record_problem(record: object) -> Optional[str]:
     """What makes `record` unfit for the readers (tables, plots, --skip_done), or None when it is fit."""
+    from src.arguments import argument_checks, value_problem
     if not isinstance(record, dict):
         return "not a JSON object"
-    return next(filter(None, (_field_problem(key, value) for key, value in record.items())), None)
+    arguments = argument_checks()
+    for key, value in record.items():
+        if key in RECORD_FIELDS:
+            if not RECORD_FIELDS[key].test(value):
+                return f"{key} is not {RECORD_FIELDS[key].text}"
+        elif key in arguments:
+            hint, allowed = arguments[key]
+            problem = value_problem(value, hint, None if isinstance(allowed, Local) else allowed)
+            if problem:
+                return f"{key} is not {problem}"
+        elif METRIC_KEY.fullmatch(key) and not _metric(value):
+            return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
+    return None
 
 
 def canonical_task(name: str) -> str:
