@@ -2,7 +2,9 @@
 
 Many runs append to one log at the same time, so every write happens under a file lock; a run
 killed while writing can leave a partial last line, so readers skip (and report) damaged lines
-instead of failing, and the next writer starts its record on a fresh line.
+instead of failing, and the next writer starts its record on a fresh line. A record that run.py could
+not have written (an argument of the wrong type or out of its allowed values, a metric out of range:
+`record_problem`) is such a damaged line too.
 
 A record is flat: every run.py argument, every metric (`{task}_{split}_eval_{metric}`), and the
 facts of the run (`RUN_FACTS`). What makes two runs the same is decided here once, by
@@ -20,7 +22,6 @@ from filelock import FileLock, Timeout
 from src.checks import Allowed, Local, is_integer, is_number, of_type, one_of, optional
 from src.errors import UserError
 from src.files import bounded_lines, open_regular
-from src.tasks import get_task
 
 _MISSING = object()
 
@@ -116,7 +117,7 @@ STRING = of_type(str, "a string")
 # (src.arguments.argument_checks; to its type only where only the machine that wrote it can check the value,
 # `Local`: a folder, a GPU); every metric is a number in METRIC_RANGE.
 RECORD_FIELDS = {
-    "task_name": STRING,  # any case (run.py takes any), read in its record spelling: `canonical_task`
+    "task_name": STRING,  # any case, as run.py takes it: read_results lower-cases it (a task's key)
     "tag": optional(STRING),  # null in older versions' records
     "training_params": STRING,  # the stages as one string, as `Stages` spells them
     "trainable_params": Allowed("an integer >= 0", lambda v: is_integer(v) and v >= 0),
@@ -149,15 +150,6 @@ def record_problem(record: object) -> Optional[str]:
     return None
 
 
-def canonical_task(name: str) -> str:
-    """A task's name as records spell it (`SST-2` and `sst-2` are the task `sst-2`, as run.py takes any case);
-    a name this version does not know (a user's task) stays as it is."""
-    try:
-        return get_task(name).key
-    except UserError:
-        return name
-
-
 def read_results(path, warn=_warn_stderr):
     """All valid records of the log at `path` (a regular file); each damaged or invalid line is skipped and
     reported via `warn`."""
@@ -175,7 +167,7 @@ def read_results(path, warn=_warn_stderr):
             except (ValueError, RecursionError):
                 problem = "not a JSON object"
             if problem is None:
-                records.append({**record, "task_name": canonical_task(record["task_name"])}
+                records.append({**record, "task_name": record["task_name"].lower()}  # as Task.key spells it
                                if "task_name" in record else record)
             else:
                 warn(f"{path}:{number}: skipped a damaged line ({problem})")
