@@ -117,7 +117,9 @@ STRING = of_type(str, "a string")
 # (src.arguments.argument_checks; to its type only where only the machine that wrote it can check the value,
 # `Local`: a folder, a GPU); every metric is a number in METRIC_RANGE.
 RECORD_FIELDS = {
-    "task_name": STRING,  # any case, as run.py takes it: read_results lower-cases it (a task's key)
+    # any string: a task this version lacks (a user's or a newer version's) is an error only where a reader
+    # asks for it; in any case, as run.py takes it: read_results lower-cases it (a task's key)
+    "task_name": STRING,
     "tag": optional(STRING),  # null in older versions' records
     "training_params": STRING,  # the stages as one string, as `Stages` spells them
     "trainable_params": Allowed("an integer >= 0", lambda v: is_integer(v) and v >= 0),
