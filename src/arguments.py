@@ -19,14 +19,14 @@ import typing
 from dataclasses import dataclass
 from collections import Counter
 from functools import lru_cache
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import HfArgumentParser, TrainingArguments, get_scheduler
 from transformers.trainer_utils import SchedulerType
 
-from src.checks import Allowed, above, at_least, between, one_of, option, typed
+from src.checks import Allowed, Local, above, at_least, between, one_of, option, typed
 from src.dataset import MODES, input_length, uses_template
 from src.delta import METHODS, Stages, attached_methods
 from src.delta.checkpoint import check_delta
@@ -46,8 +46,8 @@ ARGUMENT_ALIASES = {
 
 
 NON_EMPTY = Allowed("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
-EXISTING = Allowed("an existing file or folder", lambda v: os.path.exists(v))
-FOLDER = Allowed("an existing folder", lambda v: os.path.isdir(v))
+EXISTING = Local("an existing file or folder", lambda v: os.path.exists(v))
+FOLDER = Local("an existing folder", lambda v: os.path.isdir(v))
 SEED = between(0, 2**32 - 1, integer=True)
 
 
@@ -57,7 +57,7 @@ def _has_cuda():
 
 TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)",
                lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"})
-NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
+NEEDS_GPU = Local("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
 
 
 # Trainer fields this project's runs use: help group "training" and their allowed values.
@@ -274,22 +274,40 @@ def _type_problem(value, hint):
     return None
 
 
-def check_fields(obj: Any, extra: Optional[dict] = None) -> None:
-    """Raise a UserError naming the first field of `obj` whose value has a wrong type or is not allowed.
+def value_problem(value: Any, hint: Any, allowed: Optional[Allowed]) -> Optional[str]:
+    """What `value` must be and is not (of the type annotation `hint`, then `allowed`), or None when it fits."""
+    wrong = _type_problem(value, hint)
+    if wrong:
+        return wrong
+    if allowed is not None and value is not None and not allowed.test(value):
+        return allowed.text
+    return None
 
-    Checked: the project's fields (those with a help group) and those in `extra`; the Trainer checks its own."""
-    hints = typing.get_type_hints(type(obj))
-    extra = extra or {}
-    for f in dataclasses.fields(obj):
-        if not (f.metadata.get("group") or f.name in extra):
-            continue
-        value = getattr(obj, f.name)
-        wrong = _type_problem(value, hints[f.name])
-        if wrong:
-            raise UserError(f"--{f.name} must be {wrong}, got {value!r}")
-        allowed = f.metadata.get("allowed") or extra.get(f.name)
-        if allowed is not None and value is not None and not allowed.test(value):
-            raise UserError(f"--{f.name} must be {allowed.text}, got {value!r}")
+
+def _checked_fields(cls: type, extra: dict):
+    """(name, type annotation, allowed values) of each field of `cls` that check_fields checks: the project's
+    (those with a help group) and those in `extra`; the Trainer checks its own."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name], f.metadata.get("allowed") or extra.get(f.name))
+            for f in dataclasses.fields(cls) if f.metadata.get("group") or f.name in extra]
+
+
+def check_fields(obj: Any, extra: Optional[dict] = None) -> None:
+    """Raise a UserError naming the first field of `obj` whose value has a wrong type or is not allowed."""
+    for name, hint, allowed in _checked_fields(type(obj), extra or {}):
+        value = getattr(obj, name)
+        problem = value_problem(value, hint, allowed)
+        if problem:
+            raise UserError(f"--{name} must be {problem}, got {value!r}")
+
+
+@lru_cache(maxsize=1)
+def argument_checks() -> Dict[str, Tuple[Any, Optional[Allowed]]]:
+    """Every run.py argument that check_fields checks -> (its type annotation, its allowed values or None):
+    what a log record's copy of the argument is checked against (src/results.py)."""
+    return {name: (hint, allowed) for cls, extra in ((ModelArguments, {}), (DataArguments, {}),
+                                                    (DeltaTrainingArguments, TRAINER_FIELDS))
+            for name, hint, allowed in _checked_fields(cls, extra)}
 
 
 class Consistent(NamedTuple):

@@ -24,6 +24,12 @@ class Allowed:
 
 
 @dataclass(frozen=True)
+class Local(Allowed):
+    """Allowed values that this machine decides (a file that exists here, a GPU), not the value alone: a log
+    record, written elsewhere, is held to the field's type only."""
+
+
+@dataclass(frozen=True)
 class Number(Allowed):
     """Numbers between `low` and `high` (None: unbounded; `*_open`: the bound itself excluded), integers
     only or finite numbers (`at_least`, `above`, `between` make one)."""

@@ -28,9 +28,9 @@ from typing import Dict, List, Optional, Tuple
 from src.delta import combination_title
 from src.errors import UserError
 from src.summary import FULL_DATA, PROTOCOLS
+from src.table import AVERAGE, Table
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "data" / "reference" / "paper_table2.csv"
-AVERAGE = "Average"
 ROUNDING = 0.05
 VERDICTS = ("within", "within 2x", "outside", "missing")
 PAPER_SELECTION = {
@@ -99,32 +99,35 @@ def verdict(ours: Optional[Tuple[float, float]], paper: PaperCell) -> str:
     return "within 2x" if difference <= 2 * spread + ROUNDING else "outside"
 
 
-def compare(table: dict, paper: Optional[dict] = None) -> dict:
-    """Each cell of `table` (tools/make_table.py build_table) that the paper has, beside the paper's.
+def compare(table: Table, paper: Optional[dict] = None) -> dict:
+    """Each cell of `table` (src/table.py) that the paper has, beside the paper's.
 
     Returns dict(setting, protocol, average, tasks, tasks_paper, blocks=[dict(hard, title,
     cells=[CellComparison], counts)]); `average` says whether the Average rows are compared (only
     when the table's tasks are the paper's)."""
     paper = load_paper() if paper is None else paper
-    setting = table["setting"]
+    setting = table.setting
     settings = sorted({key[0] for key in paper})
     if setting not in settings:
         raise UserError(f"the paper's Table 2 has no {setting} block (it has: {', '.join(settings)})")
-    tasks = table["tasks"]
+    tasks = list(table.tasks)
     check_tasks(tasks, paper)
     average = sorted(tasks) == sorted(paper_tasks(paper))
-    rows = tasks + [AVERAGE] if average else tasks
     blocks = []
-    for block in table["blocks"]:
+    for block in table.blocks:
         cells = []
-        for task, (_, row), seeds in zip(rows, block["rows"], block["seeds"] + [[None] * len(table["keys"])]):
-            for combination, ours, n in zip(table["keys"], row, seeds):
-                reference = paper.get((setting, block["hard"], task, combination))
+        for row in block.rows:
+            if row.task == AVERAGE and not average:
+                continue
+            for column, cell in zip(table.columns, row.cells):
+                reference = paper.get((setting, block.hard, row.task, column.key))
                 if reference is not None:
-                    cells.append(CellComparison(task, combination, ours, n, reference, verdict(ours, reference)))
+                    ours = None if cell is None else (cell.mean, cell.std)
+                    cells.append(CellComparison(row.task, column.key, ours, None if cell is None else cell.seeds,
+                                                reference, verdict(ours, reference)))
         counts = {name: sum(cell.verdict == name for cell in cells) for name in VERDICTS}
-        blocks.append(dict(hard=block["hard"], title=f"{setting}, {block['title']}", cells=cells, counts=counts))
-    return dict(setting=setting, protocol=table["protocol"], average=average, tasks=tasks,
+        blocks.append(dict(hard=block.hard, title=f"{setting}, {block.title}", cells=cells, counts=counts))
+    return dict(setting=setting, protocol=table.protocol, average=average, tasks=tasks,
                 tasks_paper=paper_tasks(paper), blocks=blocks)
 
 
@@ -187,19 +190,16 @@ def render_latex(comparison: dict) -> str:
 
 def write_csv(comparison: dict, path: str) -> None:
     """One row per compared cell (CSV_FIELDS); numbers in percent, unrounded."""
-    try:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            for block in comparison["blocks"]:
-                for cell in block["cells"]:
-                    ours = ("", "") if cell.ours is None else [round(value, 4) for value in cell.ours]
-                    writer.writerow(dict(
-                        setting=comparison["setting"], hard=block["hard"], task=cell.task,
-                        combination=cell.combination, ours_mean=ours[0], ours_std=ours[1],
-                        ours_seeds="" if cell.seeds is None else cell.seeds, paper_mean=cell.paper.mean,
-                        paper_std="" if cell.paper.std is None else cell.paper.std, source=cell.paper.source,
-                        difference="" if cell.difference is None else round(cell.difference, 4), verdict=cell.verdict,
-                        protocol=comparison["protocol"], note=cell.paper.note))
-    except OSError as error:
-        raise UserError(f"--csv: cannot write {path!r}: {error}") from error
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for block in comparison["blocks"]:
+            for cell in block["cells"]:
+                ours = ("", "") if cell.ours is None else [round(value, 4) for value in cell.ours]
+                writer.writerow(dict(
+                    setting=comparison["setting"], hard=block["hard"], task=cell.task,
+                    combination=cell.combination, ours_mean=ours[0], ours_std=ours[1],
+                    ours_seeds="" if cell.seeds is None else cell.seeds, paper_mean=cell.paper.mean,
+                    paper_std="" if cell.paper.std is None else cell.paper.std, source=cell.paper.source,
+                    difference="" if cell.difference is None else round(cell.difference, 4), verdict=cell.verdict,
+                    protocol=comparison["protocol"], note=cell.paper.note))

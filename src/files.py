@@ -1,8 +1,10 @@
 """Reading the files a user names (results log, delta_config.json, argument file): regular files only,
-of bounded size. A FIFO would block the reader forever and a device such as /dev/zero never ends."""
+of bounded size. A FIFO would block the reader forever and a device such as /dev/zero never ends.
+Writing the output files a user names (a table's CSV and figures): all of them or none."""
 import os
 import stat
-from typing import IO, Iterator, Optional
+from pathlib import Path
+from typing import IO, Callable, Dict, Iterator, Optional, Tuple
 
 from src.errors import UserError
 
@@ -45,3 +47,39 @@ def bounded_lines(file: IO[str], limit: int = MAX_LINE_CHARS) -> Iterator[Option
             yield None
         else:
             yield line
+
+
+def write_all(outputs: Dict[str, Tuple[str, Callable[[str], None]]]) -> None:
+    """Write several output files, all or none. `outputs`: path -> (the option that names it, a function that
+    writes the file at the path it is given). Every file is first created empty under a temporary name beside
+    its path (its folder made where missing), so a path that cannot be written (a file where its folder should
+    be, a read-only folder, /proc, a device) is a UserError before anything is written; then each is written,
+    and only when all are written are they moved into place. On failure nothing is left behind."""
+    staged, made = [], []
+    try:
+        for path, (option, _) in outputs.items():
+            target = Path(path).absolute()
+            try:
+                if target.exists() and not target.is_file():
+                    raise UserError(f"{option}: {path!r} is not a regular file (a folder or a device)")
+                made += [folder for folder in reversed(target.parents) if not folder.exists()]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+                staged.append((temporary, target))
+            except OSError as error:
+                raise UserError(f"{option}: cannot write {path!r}: {error}") from None
+        for (temporary, _), (path, (option, write)) in zip(staged, outputs.items()):
+            try:
+                write(str(temporary))
+            except OSError as error:
+                raise UserError(f"{option}: cannot write {path!r}: {error}") from None
+        while staged:
+            os.replace(*staged.pop())
+        made = []
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for folder in reversed(made):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -2,7 +2,9 @@
 
 Many runs append to one log at the same time, so every write happens under a file lock; a run
 killed while writing can leave a partial last line, so readers skip (and report) damaged lines
-instead of failing, and the next writer starts its record on a fresh line.
+instead of failing, and the next writer starts its record on a fresh line. A record that run.py could
+not have written (an argument of the wrong type or out of its allowed values, a metric out of range:
+`record_problem`) is such a damaged line too.
 
 A record is flat: every run.py argument, every metric (`{task}_{split}_eval_{metric}`), and the
 facts of the run (`RUN_FACTS`). What makes two runs the same is decided in src/identity.py.
@@ -16,7 +18,8 @@ from typing import Callable, Optional
 
 from filelock import FileLock, Timeout
 
-from src.checks import Allowed, is_integer, is_number, of_type, one_of, optional
+from src.arguments import argument_checks, value_problem
+from src.checks import Allowed, Local, is_integer, is_number, of_type, one_of, optional
 from src.delta import Stages
 from src.errors import UserError
 from src.files import bounded_lines, open_regular
@@ -111,29 +114,23 @@ METRIC_KEY = re.compile(r"[\w-]+_(train|dev|test)_eval_\w+")
 # correlations in [-1, 1]. Anything else (NaN, 1e400, 10**4000) is a damaged value.
 METRIC_RANGE = (-1, 1)
 STRING = of_type(str, "a string")
-BOOLEAN = of_type(bool, "true or false")
-INTEGER = of_type(int, "an integer")
-# What each field of a record must hold when present; every metric is a number in METRIC_RANGE.
+# What a record holds besides run.py's arguments, and the arguments it spells otherwise than run.py takes them.
+# Every other argument in a record is held to the argument's own type and allowed values
+# (src.arguments.argument_checks; to its type only where only the machine that wrote it can check the value,
+# `Local`: a folder, a GPU); every metric is a number in METRIC_RANGE.
 RECORD_FIELDS = {
+    # any string: a task this version lacks (a user's or a newer version's) is an error only where a reader
+    # asks for it; in any case, as run.py takes it: read_results lower-cases it (a task's key)
     "task_name": STRING,
-    "tag": optional(STRING),
-    "template": optional(STRING),
-    "mapping": optional(STRING),
-    "training_params": STRING,
-    "attach": optional(STRING),
-    "model_name_or_path": STRING,
-    "do_train": BOOLEAN,
-    "seed": INTEGER,
-    "learning_rate": Allowed("a finite number", is_number),
-    "per_device_train_batch_size": INTEGER,
-    "max_steps": INTEGER,
+    "tag": optional(STRING),  # null in older versions' records
+    "training_params": STRING,  # the stages as one string, as `Stages` spells them
     "trainable_params": Allowed("an integer >= 0", lambda v: is_integer(v) and v >= 0),
     "total_params": Allowed("an integer > 0", lambda v: is_integer(v) and v > 0),
     "trainable_percent": Allowed("a number in [0, 100]", lambda v: is_number(v) and 0 <= v <= 100),
     "stages": Allowed("a list of stage results", lambda v: isinstance(v, list) and all(_stage(s) for s in v)),
     "combination": optional(STRING),
     "hard": optional(one_of("Y", "N")),
-    "zero_shot": BOOLEAN,
+    "zero_shot": of_type(bool, "true or false"),
 }
 
 
@@ -141,11 +138,17 @@ def record_problem(record: object) -> Optional[str]:
     """What makes `record` unfit for the readers (tables, plots, --skip_done), or None when it is fit."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    for key, allowed in RECORD_FIELDS.items():
-        if key in record and not allowed.test(record[key]):
-            return f"{key} is not {allowed.text}"
+    arguments = argument_checks()
     for key, value in record.items():
-        if METRIC_KEY.fullmatch(key) and not _metric(value):
+        if key in RECORD_FIELDS:
+            if not RECORD_FIELDS[key].test(value):
+                return f"{key} is not {RECORD_FIELDS[key].text}"
+        elif key in arguments:
+            hint, allowed = arguments[key]
+            problem = value_problem(value, hint, None if isinstance(allowed, Local) else allowed)
+            if problem:
+                return f"{key} is not {problem}"
+        elif METRIC_KEY.fullmatch(key) and not _metric(value):
             return f"metric {key} is not a number in [{METRIC_RANGE[0]}, {METRIC_RANGE[1]}]"
     return None
 
@@ -167,7 +170,8 @@ def read_results(path, warn=_warn_stderr):
             except (ValueError, RecursionError):
                 problem = "not a JSON object"
             if problem is None:
-                records.append(record)
+                records.append({**record, "task_name": record["task_name"].lower()}  # as Task.key spells it
+                               if "task_name" in record else record)
             else:
                 warn(f"{path}:{number}: skipped a damaged line ({problem})")
     return records

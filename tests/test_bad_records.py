@@ -18,6 +18,15 @@ from tests.test_plot_mulstage import mulstage_record
 from tests.test_scripts import run_script
 from tools import gather_result, make_table, plot_mulstage
 
+# Record fields that the arguments' own checks refuse: (seed, fields) -> why the line is skipped.
+IMPOSSIBLE_RECORDS = {
+    "num_k is not an integer": (7, {"num_k": "16"}),
+    "seed is not an integer in [0, 4294967295]": (-5, {}),
+    "learning_rate is not a finite number > 0": (8, {"learning_rate": -1}),
+    "data_dir is not a string": (9, {"data_dir": ["k-shot/SST-2/16-9"]}),
+    "per_device_train_batch_size is not an integer >= 1": (10, {"per_device_train_batch_size": 0}),
+    "model_name_or_path is not a non-empty string": (11, {"model_name_or_path": ""}),
+}
 BAD_LINES = [
     json.dumps({**SST2[0], "seed": "13"}),
     json.dumps({**SST2[0], "sst-2_test_eval_acc": "0.9"}),
@@ -37,6 +46,9 @@ BAD_LINES = [
                                                                               "eval_history": [],
                                                                               "dev": {"acc": float("nan")}}]}),
     json.dumps({**SST2[0], "learning_rate": 0.123}).replace("0.123", "1e400"),
+    # values run.py's arguments cannot take (each a seed of its own: counted, it would change the summary)
+    *[json.dumps({**SST2[0], "seed": seed, **fields}) for seed, fields in IMPOSSIBLE_RECORDS.values()],
+    json.dumps({**SST2[0], "seed": 7}).replace("7", "1" + "0" * 4000),
     "[" * 100000 + "]" * 100000,
     '{"a":' * 100000 + "1" + "}" * 100000,
     "null", "42", '"text"', "[]",
@@ -65,6 +77,42 @@ def test_read_results_skips_every_bad_line(bad_log):
     records = read_results(path, warn=warnings.append)
     assert len(records) == len(SST2) + 1
     assert [int(w.split(":")[1]) for w in warnings] == numbers
+
+
+@pytest.mark.parametrize("why", IMPOSSIBLE_RECORDS)
+def test_an_impossible_argument_value_is_named(why, tmp_path):
+    seed, fields = IMPOSSIBLE_RECORDS[why]
+    path = tmp_path / "log"
+    path.write_text(json.dumps(SST2[0]) + "\n" + json.dumps({**SST2[1], "seed": seed, **fields}) + "\n")
+    warnings = []
+    assert read_results(path, warn=warnings.append) == SST2[:1]
+    assert warnings == [f"{path}:2: skipped a damaged line ({why})"]
+
+
+def test_a_record_from_another_machine_is_kept(tmp_path):
+    """Folders, files and GPUs that only the writing machine has are not checked (their types are)."""
+    record = {**SST2[0], "data_dir": "/elsewhere/16-13", "delta_path": "/elsewhere/delta", "fp16": True}
+    path = tmp_path / "log"
+    path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "fp16": "yes"}) + "\n")
+    warnings = []
+    assert read_results(path, warn=warnings.append) == [record]
+    assert warnings == [f"{path}:2: skipped a damaged line (fp16 is not true or false)"]
+
+
+def test_a_task_name_in_another_case_is_its_task(tmp_path, capsys):
+    """run.py takes a task in any case: a record spelling it `SST-2` is a run of sst-2 for every reader."""
+    path = tmp_path / "log"
+    path.write_text("".join(json.dumps({**r, "task_name": "SST-2"} if i % 2 else r) + "\n"
+                            for i, r in enumerate(SST2)))
+    assert {r["task_name"] for r in read_results(path)} == {"sst-2"}
+    assert gather_result.main(["--log_file", str(path), "--condition", "{'tag': 'exp'}"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "sst-2_test_eval_acc: 82.67 ± 2.49 (n=3 seeds, protocol lm-bff)" and not err
+    records = [{**r, "hard": "N", "training_params": "prompt", "trainable_percent": 0.1} for r in SST2]
+    path.write_text("".join(json.dumps({**r, "task_name": "SST-2"} if i % 2 else r) + "\n"
+                            for i, r in enumerate(records)))
+    assert make_table.main(["--log_file", str(path), "--task", "SST-2"]) == 0
+    assert "| SST-2 (acc) |  |  |  |  | 82.7±2.5 |" in capsys.readouterr().out
 
 
 def test_gather_make_table_and_plot_skip_bad_lines(bad_log, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """make_table --compare paper: the paper's Table 2 as data, and our table beside it on logs made of
 the paper's own numbers (tests/paper_log.py), with one cell moved, cells missing, both protocols."""
 import csv
+import os
 import re
 
 import numpy as np
@@ -10,7 +11,9 @@ from src.comparison import AVERAGE, REFERENCE_CSV, ROUNDING, compare, load_paper
 from src.delta import paper_combinations
 from src.summary import FULL_DATA
 from tests.paper_log import TAG, paper_records, write_log
-from tools.make_table import build_table, main
+from src.table import build_table
+from src.tasks import get_task
+from tools.make_table import main
 
 PAPER = load_paper()
 TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]
@@ -21,7 +24,7 @@ AVERAGE_ROUNDING = 2 * ROUNDING + 1e-9
 
 
 def comparison(records, setting, protocol="lm-bff", tasks=TASKS):
-    return compare(build_table(records, tasks, TAG, protocol, setting), PAPER)
+    return compare(build_table(records, [get_task(name) for name in tasks], TAG, protocol, setting), PAPER)
 
 
 def cells(result):
@@ -153,6 +156,7 @@ def test_full_data_latex_csv_and_figures(both_settings, tmp_path, capsys):
     for hard in "NY":
         png = tmp_path / "figures" / f"table2-full-{hard}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figure: {png}" in err
+    assert sorted(os.listdir(tmp_path / "figures")) == ["table2-full-N.png", "table2-full-Y.png"]  # no temporary
 
 
 def test_a_log_of_both_settings_needs_setting(both_settings, capsys):
@@ -160,3 +164,39 @@ def test_a_log_of_both_settings_needs_setting(both_settings, capsys):
     assert "choose one with --setting" in capsys.readouterr().err
     assert main(["--log_file", both_settings, "--compare", "paper", "--setting", "8-shot"]) == 2
     assert "--setting 8-shot: the log holds no 8-shot run" in capsys.readouterr().err
+
+
+UNWRITABLE = {  # make_table's outputs where one cannot be written: (--csv, --figure) -> the error line
+    "figure folder a file": (
+        lambda tmp: (tmp / "c.csv", tmp / "X"),
+        "error: --figure: cannot write '{tmp}/X/table2-16-shot-N.png': [Errno 17] File exists: '{tmp}/X'"),
+    "figure folder in /proc": (
+        lambda tmp: (tmp / "c.csv", "/proc/self"),
+        "error: --figure: cannot write '/proc/self/table2-16-shot-N.png': [Errno 2] No such file or directory: "
+        "'/proc/self/.table2-16-shot-N.png.{pid}.tmp'"),
+    "figure folder read-only": (
+        lambda tmp: (tmp / "c.csv", "/sys"),
+        "error: --figure: cannot write '/sys/table2-16-shot-N.png': [Errno 13] Permission denied: "
+        "'/sys/.table2-16-shot-N.png.{pid}.tmp'"),
+    "figure folder below /proc": (
+        lambda tmp: (tmp / "c.csv", "/proc/self/new/figures"),
+        "error: --figure: cannot write '/proc/self/new/figures/table2-16-shot-N.png': [Errno 2] No such file or "
+        "directory: '/proc/self/new'"),
+    "csv a device": (
+        lambda tmp: ("/dev/full", tmp / "figures"),
+        "error: --csv: '/dev/full' is not a regular file (a folder or a device)"),
+    "csv a folder": (
+        lambda tmp: (tmp, tmp / "figures"),
+        "error: --csv: '{tmp}' is not a regular file (a folder or a device)"),
+}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_an_output_that_cannot_be_written_leaves_every_output_unwritten(case, tmp_path, capsys):
+    outputs, message = UNWRITABLE[case]
+    log = write_log(tmp_path / "log", paper_records(["16-shot"]))
+    (tmp_path / "X").touch()
+    csv_path, figures = outputs(tmp_path)
+    assert main(["--log_file", log, "--compare", "paper", "--csv", str(csv_path), "--figure", str(figures)]) == 2
+    assert capsys.readouterr().err.splitlines() == [message.format(tmp=tmp_path, pid=os.getpid())]
+    assert sorted(os.listdir(tmp_path)) == ["X", "log"]  # no CSV, no figure folder, no temporary file

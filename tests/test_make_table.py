@@ -7,7 +7,8 @@ from src.delta import combination_title, paper_combinations
 from src.results import append_result
 from src.tasks import get_task
 from src.templates import parse_template
-from tools.make_table import build_table, column_of, main
+from src.table import build_table, column_of
+from tools.make_table import main
 
 COLUMNS = ["none"] + [combination_title(c) for c in paper_combinations()]
 
@@ -23,6 +24,14 @@ def expected(task, hard, c):
     """The planted cell (percent): column c of COLUMNS; seeds 13/42 sit at mean ∓ std."""
     mean = 40 + 5 * c + 2 * (hard == "Y") + 10 * (task == "sst-2")
     return mean, 0.5 * (c + 1)
+
+
+def tasks(names):
+    return [get_task(name) for name in names]
+
+
+def pair(cell):
+    return cell.mean, cell.std
 
 
 def records():
@@ -72,31 +81,31 @@ def test_columns_come_from_the_records_combination():
 
 
 def test_every_cell_and_the_average_row():
-    table = build_table(records(), TASKS, tag="t")
-    assert [block["hard"] for block in table["blocks"]] == ["N", "Y"]
-    for block in table["blocks"]:
-        labels = [label for label, _ in block["rows"]]
+    table = build_table(records(), tasks(TASKS), tag="t")
+    assert [block.hard for block in table.blocks] == ["N", "Y"]
+    for block in table.blocks:
+        labels = [row.label for row in block.rows]
         assert labels == ["SST-2 (acc)", "CoLA (mcc)", "Average"]
-        for (_, row), key in zip(block["rows"], ("sst-2", "cola")):
-            for c, cell in enumerate(row):
-                assert cell == pytest.approx(expected(key, block["hard"], c))
-        average = block["rows"][-1][1]
+        for row, key in zip(block.rows, ("sst-2", "cola")):
+            for c, cell in enumerate(row.cells):
+                assert pair(cell) == pytest.approx(expected(key, block.hard, c))
+        average = block.rows[-1].cells
         for c, cell in enumerate(average):  # mean of the two task means ± mean of their (equal) stds
-            sst, cola = expected("sst-2", block["hard"], c), expected("cola", block["hard"], c)
-            assert cell == pytest.approx(((sst[0] + cola[0]) / 2, sst[1]))
-    assert table["tunable"] == pytest.approx([PERCENT[c] for c in COLUMNS])
+            sst, cola = expected("sst-2", block.hard, c), expected("cola", block.hard, c)
+            assert pair(cell) == pytest.approx(((sst[0] + cola[0]) / 2, sst[1]))
+    assert [column.tunable for column in table.columns] == pytest.approx([PERCENT[c] for c in COLUMNS])
 
 
 def test_average_is_blank_where_a_task_has_no_cell():
     rows = [r for r in records() if not (r["task_name"] == "cola" and r["training_params"] == "adapter")]
-    block = build_table(rows, TASKS, tag="t")["blocks"][0]
-    assert block["rows"][1][1][1] is None and block["rows"][2][1][1] is None
-    assert block["rows"][2][1][2] is not None
+    block = build_table(rows, tasks(TASKS), tag="t").blocks[0]
+    assert block.rows[1].cells[1] is None and block.rows[2].cells[1] is None
+    assert block.rows[2].cells[2] is not None
 
 
 def test_reference_protocol_picks_learning_rate_by_test():
-    cell = build_table(records(), ["SST-2"], tag="t", protocol="reference")["blocks"][0]["rows"][0][1][1]
-    assert cell == pytest.approx((99.0, 0.0))
+    cell = build_table(records(), tasks(["SST-2"]), tag="t", protocol="reference").blocks[0].rows[0].cells[1]
+    assert pair(cell) == pytest.approx((99.0, 0.0))
 
 
 @pytest.fixture
@@ -147,19 +156,19 @@ def test_no_matching_record_exits_1(log, capsys):
 def test_other_registry_combinations_become_columns_after_the_papers():
     lora = [dict(r, training_params=r["training_params"].replace("adapter", "lora"))
             for r in records() if r["training_params"] in ("adapter", "adapter,prompt")]
-    table = build_table(records() + lora, TASKS, tag="t")
-    assert table["columns"] == COLUMNS + ["LoRA", "Prompt+LoRA"]
-    assert all(cell is not None for block in table["blocks"] for _, row in block["rows"] for cell in row)
+    table = build_table(records() + lora, tasks(TASKS), tag="t")
+    assert [column.title for column in table.columns] == COLUMNS + ["LoRA", "Prompt+LoRA"]
+    assert all(cell is not None for block in table.blocks for row in block.rows for cell in row.cells)
 
 
 def test_a_table_holds_one_data_setting(tmp_path, capsys):
     """Full-data runs (--dev_as_test) and 16-shot runs never share a table: --setting picks one, and
     a log holding both needs it."""
     full = [dict(r, dev_as_test=True, **{k: v - .2 for k, v in r.items() if "_test_eval_" in k}) for r in records()]
-    assert build_table(records() + full, TASKS, tag="t", setting="16-shot")["blocks"] == \
-        build_table(records(), TASKS, tag="t")["blocks"]
-    cell = build_table(records() + full, ["SST-2"], tag="t", setting="full")["blocks"][0]["rows"][0][1][1]
-    assert cell == pytest.approx((expected("sst-2", "N", 1)[0] - 20, expected("sst-2", "N", 1)[1]))
+    assert build_table(records() + full, tasks(TASKS), tag="t", setting="16-shot").blocks == \
+        build_table(records(), tasks(TASKS), tag="t").blocks
+    cell = build_table(records() + full, tasks(["SST-2"]), tag="t", setting="full").blocks[0].rows[0].cells[1]
+    assert pair(cell) == pytest.approx((expected("sst-2", "N", 1)[0] - 20, expected("sst-2", "N", 1)[1]))
     path = tmp_path / "log"
     for record in records() + full:
         append_result(path, record)

@@ -1,5 +1,8 @@
 """plot_mulstage: a hand-made multi-stage log → one PNG with a panel per stage order."""
 import itertools
+import os
+
+import pytest
 
 from src.results import append_result
 from src.tasks import get_task
@@ -59,3 +62,24 @@ def test_no_multi_stage_record_is_a_clear_error(tmp_path, capsys):
     assert main(["--log_file", str(log), "--task", "SST-2", "--output", str(output)]) == 1
     assert "no multi-stage record for task SST-2" in capsys.readouterr().err
     assert not output.exists()
+
+
+UNWRITABLE = {  # --output that cannot be written -> the error line (was a traceback)
+    "in /proc": ("/proc/self/x.png", "error: --output: cannot write '/proc/self/x.png': [Errno 2] No such file or "
+                                     "directory: '/proc/self/.x.png.{pid}.tmp'"),
+    "below a file": ("{tmp}/log/x.png", "error: --output: cannot write '{tmp}/log/x.png': [Errno 17] File exists: "
+                                        "'{tmp}/log'"),
+    "a folder": ("{tmp}", "error: --output: '{tmp}' is not a regular file (a folder or a device)"),
+    "a device": ("/dev/full", "error: --output: '/dev/full' is not a regular file (a folder or a device)"),
+}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_an_output_that_cannot_be_written_is_one_error_line(case, tmp_path, capsys):
+    log = tmp_path / "log"
+    for record in records():
+        append_result(log, record)
+    output, message = (text.format(tmp=tmp_path, pid=os.getpid()) for text in UNWRITABLE[case])
+    assert main(["--log_file", str(log), "--task", "SST-2", "--output", output]) == 2
+    assert capsys.readouterr().err.splitlines() == [message]
+    assert sorted(os.listdir(tmp_path)) == ["log", "log.lock"]

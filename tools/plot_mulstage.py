@@ -7,6 +7,7 @@ by method (the delta registry's labels: PT = prompt, BF = BitFit, AP = adapter, 
 rates, seeds) and template kind, the one with the best final-stage dev score is drawn.
 
 Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
+(--output is written whole or not at all: under a temporary name, then moved into place.)
 """
 import math
 import sys
@@ -19,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from src.checks import ArgumentParser  # noqa: E402
 from src.delta import METHODS, combination_label  # noqa: E402
 from src.errors import cli  # noqa: E402
+from src.files import write_all  # noqa: E402
 from src.results import read_results, with_run_facts  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 
@@ -93,7 +95,8 @@ def main(argv=None):
         print(f"no multi-stage record for task {task.name} in {args.log_file}"
               + (f" with tag {args.tag!r}" if args.tag else ""), file=sys.stderr)
         return 1
-    plot_runs(runs, task, args.output, f"{task.name}: sequential delta tuning" + (f" ({args.tag})" if args.tag else ""))
+    title = f"{task.name}: sequential delta tuning" + (f" ({args.tag})" if args.tag else "")
+    write_all({args.output: ("--output", lambda path: plot_runs(runs, task, path, title))})
     print(f"wrote {args.output}")
     return 0
 
