@@ -28,7 +28,7 @@ from src.dataset import MODES, input_length, uses_template
 from src.delta import METHODS, Stages, attachable
 from src.errors import UserError
 from src.files import read_regular
-from src.tasks import TASKS
+from src.tasks import TASKS, Task, get_task, is_task_name, load_task_file
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
 ARGUMENT_ALIASES = {
@@ -50,8 +50,7 @@ def _has_cuda():
     return torch.cuda.is_available()
 
 
-TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)",
-               lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"})
+TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)", is_task_name)
 NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
 
 
@@ -124,8 +123,11 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    task_name: str = option(help=f"The task: {TASK.text}.", group="data", allowed=TASK)
     data_dir: str = option(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
+    task_name: Optional[str] = option(None, f"The task: {TASK.text}; or --task_file.", "data", TASK)
+    task_file: Optional[str] = option(None, "A task of your own: its task file (JSON, README 'Your own task'), "
+                                      "which names the task. A run's record keeps the file's content.", "data",
+                                      Allowed("an existing file", os.path.isfile))
     template: Optional[str] = option(None, "LM-BFF template, e.g. *cls**sent_0*_It_was*mask*.*sep+*", "data")
     mapping: Optional[str] = option(None, "Label words as a Python dict literal, e.g. "
                                     "\"{'0':'terrible','1':'great'}\".", "data")
@@ -287,10 +289,24 @@ class Consistent(NamedTuple):
     template_parts: Set[str]
 
 
-def check_consistency(model_args: ModelArguments, data_args: DataArguments,
-                      args: DeltaTrainingArguments) -> Consistent:
-    """Checks across arguments (template, mapping, stages, attached methods, step count)."""
-    from src.tasks import get_task
+def task_of(data_args: DataArguments) -> Task:
+    """The run's task: --task_name's, or the one its --task_file defines (--task_name, if given too, must name
+    it: the sweeps pass both)."""
+    if data_args.task_file is None:
+        if data_args.task_name is None:
+            raise UserError("--task_name (a built-in task) or --task_file (a task of your own) is required")
+        return get_task(data_args.task_name)
+    task = load_task_file(data_args.task_file)
+    if data_args.task_name is not None and data_args.task_name.lower() != task.key:
+        raise UserError(f"--task_name {data_args.task_name} is not the task of --task_file {data_args.task_file} "
+                        f"({task.name}); give one of them")
+    return task
+
+
+def check_consistency(model_args: ModelArguments, data_args: DataArguments, args: DeltaTrainingArguments,
+                      task: Task) -> Consistent:
+    """Checks across arguments (template, mapping against the task's labels, stages, attached methods, step
+    count)."""
     from src.templates import parse_mapping, parse_template
     prompt_mode = uses_template(model_args.few_shot_type)
     if prompt_mode and not (data_args.template and data_args.mapping):
@@ -301,7 +317,7 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments,
         raise UserError(f"--template: {error}") from None
     try:
         if prompt_mode:
-            parse_mapping(data_args.mapping, get_task(data_args.task_name).labels)
+            parse_mapping(data_args.mapping, task.labels)
     except UserError as error:
         raise UserError(f"--mapping: {error}") from None
     stages = Stages.parse(model_args.training_params)
@@ -324,11 +340,10 @@ def attached_methods(arguments: Any) -> List[str]:
     return names
 
 
-def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
+def check_files(model_args: ModelArguments, data_args: DataArguments, task: Task) -> None:
     """Checks that read the run's input files (its train split, a saved delta). Apart from
-    check_consistency: a run's identity (--skip_done, the sweeps' resume) needs no file read."""
-    from src.tasks import get_task
-    check_num_k(get_task(data_args.task_name), data_args)
+    check_consistency: a run's identity (--skip_done, the sweeps' resume) reads no data file."""
+    check_num_k(task, data_args)
     if model_args.delta_path:
         from src.delta.checkpoint import check_delta
         check_delta(model_args.delta_path)
@@ -420,7 +435,8 @@ class _Parser(HfArgumentParser):
 
 def make_parser() -> HfArgumentParser:
     parser = _Parser((ModelArguments, DataArguments, DeltaTrainingArguments),
-                     usage="python run.py --task_name T --data_dir D --model_name_or_path M [options]\n"
+                     usage="python run.py --task_name T | --task_file F --data_dir D --model_name_or_path M "
+                           "[options]\n"
                            "       python run.py ARGUMENTS.json",
                      description="Prompt-based delta tuning of a masked LM (see README.md).")
     parser.group_help()
@@ -452,7 +468,7 @@ def _read_json_arguments(path, parser):
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"argument file {path}: unknown argument(s) {', '.join(unknown)}")
-    missing = [name for name in ("model_name_or_path", "task_name", "data_dir") if name not in values]
+    missing = [name for name in ("model_name_or_path", "data_dir") if name not in values]
     if missing:
         raise UserError(f"argument file {path}: missing required argument(s) {', '.join(missing)}")
     return values
