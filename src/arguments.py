@@ -28,7 +28,7 @@ from src.dataset import MODES, input_length, uses_template
 from src.delta import METHODS, Stages, attachable
 from src.errors import UserError
 from src.files import read_regular
-from src.tasks import TASKS, Task, get_task, is_task_name, load_task_file
+from src.tasks import TASKS, Task, named_task
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
 ARGUMENT_ALIASES = {
@@ -50,7 +50,9 @@ def _has_cuda():
     return torch.cuda.is_available()
 
 
-TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)", is_task_name)
+# A built-in task's name, checked when the run's task is found (src/tasks.py: named_task), or a task file's.
+TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case), or the task of --task_file",
+               lambda v: isinstance(v, str) and v.strip() != "")
 NEEDS_GPU = Allowed("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
 
 
@@ -124,7 +126,7 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data_dir: str = option(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
-    task_name: Optional[str] = option(None, f"The task: {TASK.text}; or --task_file.", "data", TASK)
+    task_name: Optional[str] = option(None, f"The task: {TASK.text}.", "data", TASK)
     task_file: Optional[str] = option(None, "A task of your own: its task file (JSON, README 'Your own task'), "
                                       "which names the task. A run's record keeps the file's content.", "data",
                                       Allowed("an existing file", os.path.isfile))
@@ -290,17 +292,8 @@ class Consistent(NamedTuple):
 
 
 def task_of(data_args: DataArguments) -> Task:
-    """The run's task: --task_name's, or the one its --task_file defines (--task_name, if given too, must name
-    it: the sweeps pass both)."""
-    if data_args.task_file is None:
-        if data_args.task_name is None:
-            raise UserError("--task_name (a built-in task) or --task_file (a task of your own) is required")
-        return get_task(data_args.task_name)
-    task = load_task_file(data_args.task_file)
-    if data_args.task_name is not None and data_args.task_name.lower() != task.key:
-        raise UserError(f"--task_name {data_args.task_name} is not the task of --task_file {data_args.task_file} "
-                        f"({task.name}); give one of them")
-    return task
+    """The run's task: --task_name's, or the one its --task_file defines."""
+    return named_task(data_args.task_name, data_args.task_file)
 
 
 def check_consistency(model_args: ModelArguments, data_args: DataArguments, args: DeltaTrainingArguments,

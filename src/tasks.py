@@ -182,8 +182,9 @@ class Task:
             k in self.splits and k not in _SPLITS and isinstance(n, str) and _NAME.fullmatch(n) and n != self.name
             for k, n in v.items()), "an object {split: name of its test set in the records} over the splits "
             "beyond train, dev and test")
-        yield "layout", _allowed(self.layout, lambda v: isinstance(v, Layout) and (v.text_b is None) != self.two_sentences,
-                                 "a Layout whose text_b is given exactly when two_sentences is true")
+        yield "layout", _allowed(self.layout, lambda v: isinstance(v, Layout)
+                                 and (v.text_b is None) != self.two_sentences,
+                                 "a layout whose text_b is given exactly when two_sentences is true")
 
     def _split_problem(self):
         if not self.regression:
@@ -271,7 +272,8 @@ TASKS = {t.key: t for t in [
     Task("QQP", ("0", "1"), "f1", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True, metrics=("acc", "f1"),
          extra_args=("--num_sample", "4"), layout=Layout(text_a=3, text_b=4, label=5)),
     Task("STS-B", ("0", "1"), "pearson", _PAIR_TEMPLATE, _YES_NO_WORDS, two_sentences=True,
-         metrics=("pearson", "spearmanr"), label_range=(0.0, 5.0), regression_split=2.5, layout=Layout(text_a=7, text_b=8)),
+         metrics=("pearson", "spearmanr"), label_range=(0.0, 5.0), regression_split=2.5,
+         layout=Layout(text_a=7, text_b=8)),
     Task("MNLI", _NLI3, "acc", _MNLI_TEMPLATE, _NLI3_WORDS, two_sentences=True,
          extra_args=("--max_seq_length", "512", "--num_sample", "4"),
          splits={"train": "train", "dev": "dev_matched", "test": "test_matched",
@@ -349,6 +351,35 @@ def load_task_file(path):
         return Task(**_task_values(values), source=path)
     except TaskError as error:
         raise UserError(f"{path}: {error.field}: {error}") from None
+
+
+def named_task(name=None, task_file=None, name_flag="--task_name", file_flag="--task_file"):
+    """The task a command line names: a built-in task's name, or a task file (a name given too, as the
+    sweeps pass both, must be the file's task)."""
+    if task_file is None:
+        if name is None:
+            raise UserError(f"{name_flag} (a built-in task) or {file_flag} (a task of your own) is required")
+        try:
+            return get_task(name)
+        except UserError as error:
+            raise UserError(f"{name_flag}: {error}") from None
+    task = load_task_file(task_file)
+    if name is not None and name.lower() != task.key:
+        raise UserError(f"{name_flag} {name} is not the task of {file_flag} {task_file} ({task.name}); "
+                        "give one of them")
+    return task
+
+
+def recorded_task(record):
+    """The task of a run's record: the task file it keeps (`Task.definition`), or its built-in task."""
+    definition = record.get("task_file")
+    if definition is None:
+        return get_task(record.get("task_name"))
+    try:
+        return Task(**_task_values(definition))
+    except (TaskError, TypeError, KeyError, AttributeError) as error:
+        raise UserError(f"a record of task {record.get('task_name')!r} keeps a task file this version cannot read "
+                        f"({error})") from None
 
 
 def _task_values(values):
