@@ -71,10 +71,6 @@ class Layout:
     def extension(self):
         return self.format
 
-    @property
-    def csv(self):
-        return self.format == "csv"
-
 
 LMBFF_CSV = Layout(text_a=1, label=0, header=False, format="csv")
 
@@ -334,13 +330,7 @@ def load_task_file(path):
     """The Task of a task file, checked as the built-in rows are; every problem is one UserError
     `FILE: FIELD: what is allowed`."""
     path = str(path)
-    text = read_regular(path, "task file")
-    try:
-        values = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise UserError(f"{path}: not a JSON task file ({error})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path}: must hold a JSON object of task fields, got {type(values).__name__}")
+    values = _json_object(read_regular(path, "task file"), path, "a JSON object of task fields")
     unknown = sorted(set(values) - set(FILE_FIELDS))
     if unknown:
         raise UserError(f"{path}: unknown field(s) {', '.join(unknown)}; a task file holds {', '.join(FILE_FIELDS)}")
@@ -460,13 +450,18 @@ def _read_jsonl(path, text):
     """JSON lines: one object per non-blank line; yields (line number, object)."""
     for number, line in _lines(text):
         if line.strip():
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError) as error:
-                raise UserError(f"{path}:{number}: not a JSON object ({error})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: not a JSON object, got {type(row).__name__}")
-            yield number, row
+            yield number, _json_object(line, f"{path}:{number}", "a JSON object")
+
+
+def _json_object(text, where, what):
+    """The JSON object `text` holds; a UserError `where: not WHAT ...` otherwise."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise UserError(f"{where}: not {what} ({error})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: not {what}, got {type(value).__name__}")
+    return value
 
 
 def _read_csv(path, text, header):
