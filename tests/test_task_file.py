@@ -275,6 +275,22 @@ def test_task_name_and_task_file_must_agree(kshot, tiny_bert, tmp_path, capsys):
     assert_one_error(capsys, "error: --task_name (a built-in task) or --task_file (a task of your own) is required")
 
 
+def test_every_job_line_carries_the_task_file(kshot, tmp_path):
+    """A job line runs anywhere (another node, a Ray worker, a Slurm task): it names the task file itself."""
+    from src.launch import describe_all
+    env = dict(TASK_FILE=TASK_FILE, PRINT_JOBS=1, DATA_ROOT=kshot, K=8, SEEDS="13 42", LRS="1e-3", HARDS="Y",
+               COMBOS="none bias", LOG_FILE=tmp_path / "log", RESULT_DIR=tmp_path / "result")
+    result = run_script("run_one_task.sh", env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all(f"TASK_FILE={TASK_FILE} " in line and "TASK=topic " in line for line in lines)
+    for job in describe_all(lines):
+        assert job.setup_error is None, job.setup_error
+        value = dict(zip(job.argv, job.argv[1:]))
+        assert value["--task_file"] == str(TASK_FILE) and value["--task_name"] == "topic"
+        assert value["--max_seq_length"] == "64"  # the file's extra_args
+
+
 # ---- the example end to end: k-shot splits, a 2-run sweep, gather, table ---------------------------
 
 @pytest.mark.slow  # two real runs through the sweep script
