@@ -23,7 +23,7 @@ from src.templates import parse_mapping, parse_template
 
 @dataclass(frozen=True)
 class InputExample:
-    guid: str                      # "{split}-{n}": line n of a tsv file, row n of a csv file
+    guid: str                      # "{split}-{n}": line n of a tsv or jsonl file, row n of a csv file
     text_a: str
     text_b: str = None             # None for single-sentence tasks
     label: object = None           # label string as in the file; float for STS-B
@@ -53,9 +53,9 @@ class Layout:
 
     def __post_init__(self):
         if self.format not in FORMATS:
-            raise TaskError("layout.format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
+            raise TaskError("layout.format", f"must be one of {', '.join(FORMATS)}, got {_shown(self.format)}")
         if not isinstance(self.header, bool):
-            raise TaskError("layout.header", f"must be true or false, got {self.header!r}")
+            raise TaskError("layout.header", f"must be true or false, got {_shown(self.header)}")
         if self.format == "jsonl":
             object.__setattr__(self, "header", False)
         column = ("a field name (a non-empty string)", lambda v: isinstance(v, str) and v != "")
@@ -65,7 +65,7 @@ class Layout:
         for name in ("text_a", "text_b", "label"):
             value = getattr(self, name)
             if not (value is None and name == "text_b") and not column[1](value):
-                raise TaskError(f"layout.{name}", f"must be {column[0]} in a {self.format} layout, got {value!r}")
+                raise TaskError(f"layout.{name}", f"must be {column[0]} in a {self.format} layout, got {_shown(value)}")
 
     @property
     def extension(self):
@@ -242,7 +242,12 @@ def _allowed(value, test, text):
             return None
     except TypeError:
         pass
-    return f"must be {text}, got {json.dumps(value, default=repr)}"
+    return f"must be {text}, got {_shown(value)}"
+
+
+def _shown(value):
+    """A value as a task file spells it (JSON)."""
+    return json.dumps(value, default=repr)
 
 
 _SINGLE = ("--first_sent_limit", "110")
@@ -377,23 +382,23 @@ def _task_values(values):
     (what cannot be converted is passed on for the Task's checks to name)."""
     values = {key: tuple(value) if key in _TUPLES and isinstance(value, list) else value
               for key, value in values.items()}
-    if is_task_name(values["name"]) or any(is_task_name(n) for n in _names(values.get("other_tests"))):
-        raise TaskError("name", f"must not be a built-in task's name ({', '.join(t.name for t in TASKS.values())}, "
-                        f"{', '.join(OTHER_TESTS)}), got {json.dumps(values['name'])}")
+    builtin = f"a built-in task's name ({', '.join(t.name for t in TASKS.values())}, {', '.join(OTHER_TESTS)})"
+    if is_task_name(values["name"]):
+        raise TaskError("name", f"must not be {builtin}, got {_shown(values['name'])}")
+    other_tests = values.get("other_tests")
+    taken = [name for name in other_tests.values() if is_task_name(name)] if isinstance(other_tests, dict) else []
+    if taken:
+        raise TaskError("other_tests", f"must not name {builtin}, got {_shown(taken[0])}")
     mapping = values["mapping"]
     if not (isinstance(mapping, dict) and all(isinstance(word, str) for word in mapping.values())):
-        raise TaskError("mapping", f"must be an object {{label: label word}}, got {json.dumps(mapping)}")
+        raise TaskError("mapping", f"must be an object {{label: label word}}, got {_shown(mapping)}")
     values["mapping"] = "{" + ",".join(f"{label!r}:{word!r}" for label, word in mapping.items()) + "}"
     layout = values["layout"]
     if not isinstance(layout, dict) or not set(layout) <= {f.name for f in fields(Layout)} or "text_a" not in layout:
         raise TaskError("layout", f"must be an object with text_a and any of text_b, label, header, format "
-                        f"({', '.join(FORMATS)}), got {json.dumps(layout)}")
+                        f"({', '.join(FORMATS)}), got {_shown(layout)}")
     values["layout"] = Layout(**layout)
     return values
-
-
-def _names(other_tests):
-    return other_tests.values() if isinstance(other_tests, dict) else ()
 
 
 def data_file(task, data_dir, split):

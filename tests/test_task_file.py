@@ -95,10 +95,15 @@ FILE_CASES = {
                                 "layout.text_a: must be a field name"),
     "field names in tsv": ({"layout": {"format": "tsv", "text_a": "text", "label": "label"}},
                            "layout.text_a: must be a column number"),
-    "unknown format": ({"layout": {"format": "xml", "text_a": "text"}}, "layout.format: must be one of tsv, csv, jsonl"),
+    "unknown format": ({"layout": {"format": "xml", "text_a": "text"}},
+                       "layout.format: must be one of tsv, csv, jsonl"),
     "regression split of a classification": ({"regression_split": 2.5}, "regression_split: must be null"),
     "extra_args not a list of strings": ({"extra_args": ["--max_seq_length", 64]}, "extra_args: must be a list"),
     "splits without test": ({"splits": {"train": "train", "dev": "dev"}}, "splits: must be an object"),
+    "other test named like a built-in": ({"splits": {"train": "train", "dev": "dev", "test": "test", "test-mm": "mm"},
+                                          "other_tests": {"test-mm": "mnli-mm"}},
+                                         "other_tests: must not name a built-in task's name"),
+    "other test of an unknown split": ({"other_tests": {"test-mm": "topic-mm"}}, "other_tests: must be an object"),
     "unknown field": ({"label_words": {}}, "unknown field(s) label_words"),
     "missing field": ({"labels": None}, "missing field(s) labels"),
 }
@@ -120,6 +125,16 @@ def test_a_bad_task_file_is_one_line_naming_file_and_field(case, kshot, tiny_ber
         assert main(args) == 2
         assert_one_error(capsys, f"error: {path}: {expected}")
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_task_file_that_is_not_a_json_object(tmp_path, capsys):
+    for text, expected in (("{", "not a JSON object of task fields (Expecting"), ("[1]", "not a JSON object of task "
+                                                                                  "fields, got list")):
+        (tmp_path / "task.json").write_text(text)
+        assert task_args.main(["--task_file", str(tmp_path / "task.json")]) == 2
+        assert_one_error(capsys, f"error: {tmp_path / 'task.json'}: {expected}")
+    assert task_args.main(["--task_file", str(tmp_path / "none.json")]) == 2
+    assert_one_error(capsys, f"error: task file '{tmp_path / 'none.json'}' does not exist")
 
 
 def assert_one_error(capsys, start):
@@ -197,7 +212,8 @@ def test_csv_layout_with_a_header_makes_kshot_splits(tmp_path):
     folder = tmp_path / "original" / "topic"
     folder.mkdir(parents=True)
     for split in ("train", "dev"):
-        rows = [json.loads(line) for line in (EXAMPLE / "original" / "topic" / f"{split}.jsonl").read_text().splitlines()]
+        lines = (EXAMPLE / "original" / "topic" / f"{split}.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
         (folder / f"{split}.csv").write_text("label,text\n" + "".join(f'{r["label"]},"{r["text"]}"\n' for r in rows))
     argv = ["--task_file", str(path), "--data_dir", str(tmp_path / "original"), "--output_dir", str(tmp_path),
             "--k", "4", "--seed", "13"]
