@@ -464,9 +464,9 @@ def _json_object(text, where, what):
         value = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise UserError(f"{where}: not {what} ({error})") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: not {what}, got {type(value).__name__}")
-    return value
+    if isinstance(value, dict):
+        return value
+    raise UserError(f"{where}: not {what}, got {type(value).__name__}")
 
 
 def _read_csv(path, text, header):
