@@ -5,7 +5,7 @@
 #
 #   TASK=SST-2 TAG=exp BS=4 LR=1e-3 SEED=13 TRAIN_PARAM=prompt,adapter PROMPT=prompt bash run_experiment.sh
 #
-# Required: TASK, TAG; for training runs also BS, LR, SEED.
+# Required: TASK (or TASK_FILE, a task file: README "Your own task"), TAG; for training runs also BS, LR, SEED.
 # Packed runs (src/packed.py): LR and SEED may each hold several space-separated values
 # (LR="1e-3 3e-4" SEED="13 21 42"): one run.py process trains every (LR, SEED) together over one
 # copy of the frozen model, with data dir $DATA_ROOT/k-shot/$TASK/$K-{seed} (each run its split).
@@ -41,7 +41,8 @@ die() {
 # ---- inputs ---------------------------------------------------------------------------------
 NOTRAIN=${NOTRAIN:-0}
 [[ $NOTRAIN == 0 || $NOTRAIN == 1 ]] || die "NOTRAIN must be 1 (zero-shot) or 0/empty, got '$NOTRAIN'"
-required=(TASK TAG)
+required=(TAG)
+[[ -n ${TASK_FILE:-} ]] || required=(TASK TAG)  # a task file names its task
 [[ $NOTRAIN == 1 ]] || required+=(BS LR SEED)
 for name in "${required[@]}"; do
     [[ -n ${!name:-} ]] || die "$name is not set (required: ${required[*]}; see the header of $(basename "$0"))"
@@ -88,10 +89,12 @@ fi
 task_flags=()
 [[ $PROMPT == prompt ]] && task_flags=(--prompt)
 [[ $FULLDATA == 1 ]] && task_flags+=(--fulldata)
-task_args_text=$("$PYTHON" "$HERE/tools/task_args.py" --task "$TASK" --hard "$HARD" "${task_flags[@]}") ||
+[[ -n ${TASK:-} ]] && task_flags+=(--task "$TASK")
+[[ -n ${TASK_FILE:-} ]] && task_flags+=(--task_file "$TASK_FILE")
+task_args_text=$("$PYTHON" "$HERE/tools/task_args.py" --hard "$HARD" "${task_flags[@]}") ||
     exit 2  # task_args.py has said what is wrong
 mapfile -t TASK_ARGS <<<"$task_args_text"
-TASK_NAME=${TASK_ARGS[1]}  # canonical spelling (SST-2, not sst-2): the data folders use it
+TASK_NAME=${TASK_ARGS[1]}  # canonical spelling (SST-2, not sst-2; a task file's name): the data folders use it
 
 if [[ -n ${DATA_DIR:-} ]]; then
     :

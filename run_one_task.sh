@@ -6,7 +6,8 @@
 #   TASK=SST-2 bash run_one_task.sh ["extra run.py arguments"]
 #
 # Environment:
-#   TASK (required)  TAG (exp)  BS (4)  SEEDS ("13 21 42 87 100"; zero-shot uses the first)
+#   TASK (required; or TASK_FILE, a task file of your own: README "Your own task")
+#   TAG (exp)  BS (4)  SEEDS ("13 21 42 87 100"; zero-shot uses the first)
 #   LRS (overrides every learning-rate grid; default: SPEC §7, from the delta registry)
 #   HARDS ("Y N")  COMBOS (columns to run, default: zero-shot and the paper's 7 combinations, or the
 #          6 orders of a multi-stage sweep; "none" = zero-shot; any combination of the registry's
@@ -24,7 +25,7 @@
 #   JOBS_FILE (where the job list is written: $LOG_FILE.jobs/SWEEP-TASK-TAG.txt; its jobs' stderr
 #              in JOBS_FILE.state/; `python tools/launch.py --status JOBS_FILE` shows what is left)
 #   Passed on to every run when set: MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE
-#   RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON (see run_experiment.sh).
+#   RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON TASK_FILE (see run_experiment.sh).
 #   SWEEP (fewshot | mulstage | fulldata): set by run_mulstage_task.sh and run_fulldata_one_task.sh.
 # Positional arguments are forwarded to every run (see run_experiment.sh).
 # A failed run is reported and the sweep goes on; the exit status is 1 when any run failed.
@@ -44,8 +45,10 @@ die() {
     exit 2
 }
 
-[[ -n ${TASK:-} ]] || die "TASK is not set (e.g. TASK=SST-2 bash $(basename "$0"))"
-TASK_NAME=$("$PY" "$HERE/tools/task_args.py" --task "$TASK" | sed -n 2p) || exit 2
+[[ -n ${TASK:-}${TASK_FILE:-} ]] ||
+    die "TASK is not set (e.g. TASK=SST-2 bash $(basename "$0"); or TASK_FILE=FILE, a task file)"
+TASK_NAME=$("$PY" "$HERE/tools/task_args.py" ${TASK:+--task "$TASK"} ${TASK_FILE:+--task_file "$TASK_FILE"} |
+    sed -n 2p) || exit 2
 [[ $PRINT_JOBS == 0 || $PRINT_JOBS == 1 || $PRINT_JOBS == pending ]] ||
     die "PRINT_JOBS must be 1, pending or 0/empty, got '$PRINT_JOBS'"
 [[ $PACK =~ ^[1-9][0-9]*$ ]] || die "PACK must be a positive integer, got '$PACK'"
@@ -69,7 +72,7 @@ mapfile -t PLAN <<<"$plan_text"
 # A job is the quoted environment of one run; its command line is
 #   cd <current directory> && <environment> bash <experiment script (absolute)> <extra arguments>
 # (relative DATA_ROOT, LOG_FILE, RESULT_DIR, MODEL paths keep their meaning wherever it runs).
-PASS_ON=(MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON)
+PASS_ON=(MODEL K MAX_STEP EVAL_STEP DATA_ROOT DATA_DIR LOG_FILE RESULT_DIR GPUN STAGE_INIT KEEP_RESULT PYTHON TASK_FILE)
 COMMON=""
 for name in "${PASS_ON[@]}"; do
     [[ -n ${!name+set} ]] && COMMON+=" $name=$(printf '%q' "${!name}")"
@@ -155,13 +158,16 @@ if [[ -s $LOG ]]; then
         done
     done
     echo "Summary: $PY tools/gather_result.py --log_file $LOG --condition \"{...}\" (per column and template kind)"
-    "$PY" "$HERE/tools/gather_result.py" --log_file "$LOG" --condition "${CONDITIONS[@]}" || true
+    "$PY" "$HERE/tools/gather_result.py" --log_file "$LOG" ${TASK_FILE:+--task_file "$TASK_FILE"} \
+        --condition "${CONDITIONS[@]}" || true
     echo
     if [[ $SWEEP == mulstage ]]; then
         echo "Figure: $PY tools/plot_mulstage.py --log_file $LOG --task $TASK_NAME --tag $TAG --output mulstage-$TASK_NAME.png"
     else
-        echo "Table: $PY tools/make_table.py --log_file $LOG --task $TASK_NAME --tag $TAG"
-        "$PY" "$HERE/tools/make_table.py" --log_file "$LOG" --task "$TASK_NAME" --tag "$TAG" || true
+        rows=(--task "$TASK_NAME")
+        [[ -n ${TASK_FILE:-} ]] && rows=(--task_file "$TASK_FILE")
+        echo "Table: $PY tools/make_table.py --log_file $LOG ${rows[*]} --tag $TAG"
+        "$PY" "$HERE/tools/make_table.py" --log_file "$LOG" "${rows[@]}" --tag "$TAG" || true
     fi
 fi
 

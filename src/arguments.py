@@ -33,7 +33,7 @@ from src.delta.checkpoint import check_delta
 from src.errors import UserError
 from src.families import check_methods, family_of
 from src.files import read_regular
-from src.tasks import TASKS, data_file, get_task, read_examples
+from src.tasks import TASKS, Task, data_file, named_task, read_examples
 from src.templates import parse_mapping, parse_template
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
@@ -55,8 +55,9 @@ def _has_cuda():
     return torch.cuda.is_available()
 
 
-TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case)",
-               lambda v: isinstance(v, str) and v.lower() in {*TASKS, "mnli-mm"})
+# A built-in task's name, checked when the run's task is found (src/tasks.py: named_task), or a task file's.
+TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any case), or the task of --task_file",
+               lambda v: isinstance(v, str) and v.strip() != "")
 NEEDS_GPU = Local("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
 
 
@@ -130,8 +131,11 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    task_name: str = option(help=f"The task: {TASK.text}.", group="data", allowed=TASK)
     data_dir: str = option(help="Folder with the task's train/dev/test files.", group="data", allowed=FOLDER)
+    task_name: Optional[str] = option(None, f"The task: {TASK.text}.", "data", TASK)
+    task_file: Optional[str] = option(None, "A task of your own: its task file (JSON, README 'Your own task'), "
+                                      "which names the task. A run's record keeps the file's content.", "data",
+                                      Allowed("an existing file", os.path.isfile))
     template: Optional[str] = option(None, "LM-BFF template, e.g. *cls**sent_0*_It_was*mask*.*sep+*", "data")
     mapping: Optional[str] = option(None, "Label words as a Python dict literal, e.g. "
                                     "\"{'0':'terrible','1':'great'}\".", "data")
@@ -318,9 +322,15 @@ class Consistent(NamedTuple):
     template_parts: Set[str]
 
 
-def check_consistency(model_args: ModelArguments, data_args: DataArguments,
-                      args: DeltaTrainingArguments) -> Consistent:
-    """Checks across arguments (template, mapping, stages, attached methods, step count)."""
+def task_of(data_args: DataArguments) -> Task:
+    """The run's task: --task_name's, or the one its --task_file defines."""
+    return named_task(data_args.task_name, data_args.task_file)
+
+
+def check_consistency(model_args: ModelArguments, data_args: DataArguments, args: DeltaTrainingArguments,
+                      task: Task) -> Consistent:
+    """Checks across arguments (template, mapping against the task's labels, stages, attached methods, step
+    count)."""
     prompt_mode = uses_template(model_args.few_shot_type)
     if prompt_mode and not (data_args.template and data_args.mapping):
         raise UserError("--template and --mapping are required unless --few_shot_type finetune")
@@ -330,7 +340,7 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments,
         raise UserError(f"--template: {error}") from None
     try:
         if prompt_mode:
-            parse_mapping(data_args.mapping, get_task(data_args.task_name).labels)
+            parse_mapping(data_args.mapping, task.labels)
     except UserError as error:
         raise UserError(f"--mapping: {error}") from None
     stages = Stages.parse(model_args.training_params)
@@ -343,10 +353,10 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments,
     return Consistent(stages, attached, template_parts)
 
 
-def check_files(model_args: ModelArguments, data_args: DataArguments) -> None:
+def check_files(model_args: ModelArguments, data_args: DataArguments, task: Task) -> None:
     """Checks that read the run's input files (its train split, a saved delta). Apart from
-    check_consistency: a run's identity (--skip_done, the sweeps' resume) needs no file read."""
-    check_num_k(get_task(data_args.task_name), data_args)
+    check_consistency: a run's identity (--skip_done, the sweeps' resume) reads no data file."""
+    check_num_k(task, data_args)
     if model_args.delta_path:
         check_delta(model_args.delta_path)
 
@@ -434,7 +444,8 @@ class _Parser(HfArgumentParser):
 
 def make_parser() -> HfArgumentParser:
     parser = _Parser(ARGUMENT_CLASSES,
-                     usage="python run.py --task_name T --data_dir D --model_name_or_path M [options]\n"
+                     usage="python run.py --task_name T | --task_file F --data_dir D --model_name_or_path M "
+                           "[options]\n"
                            "       python run.py ARGUMENTS.json",
                      description="Prompt-based delta tuning of a masked LM (see README.md).")
     parser.group_help()
@@ -466,7 +477,7 @@ def _read_json_arguments(path, parser):
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"argument file {path}: unknown argument(s) {', '.join(unknown)}")
-    missing = [name for name in ("model_name_or_path", "task_name", "data_dir") if name not in values]
+    missing = [name for name in ("model_name_or_path", "data_dir") if name not in values]
     if missing:
         raise UserError(f"argument file {path}: missing required argument(s) {', '.join(missing)}")
     return values

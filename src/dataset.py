@@ -59,9 +59,8 @@ class FeatureSettings:
     seed: int = 42
 
     @classmethod
-    def from_args(cls, args):
-        """Read the settings off `args`; template and mapping default to the task's manual ones."""
-        task = get_task(args.task_name)
+    def from_args(cls, args, task):
+        """Read the settings off `args`; template and mapping default to `task`'s manual ones."""
         values = {f.name: getattr(args, f.name, f.default) for f in dataclasses.fields(cls)
                   if f.default is not dataclasses.MISSING}
         values["template"] = values["template"] or task.template("Y")
@@ -82,11 +81,12 @@ def default_cache_dir() -> Path:
 
 
 class FewShotDataset(Dataset):
-    """Items are dicts of lists/ints: input_ids, attention_mask, (token_type_ids), (mask_pos), labels."""
+    """Items are dicts of lists/ints: input_ids, attention_mask, (token_type_ids), (mask_pos), labels.
+    `args`: the run's data arguments, with its Task as `args.task` (default: the task named `args.task_name`)."""
 
     def __init__(self, args, tokenizer, split, cache_dir=None):
-        self.settings = FeatureSettings.from_args(args)
-        self.task = get_task(self.settings.task_name)
+        self.task = getattr(args, "task", None) or get_task(args.task_name)
+        self.settings = FeatureSettings.from_args(args, self.task)
         self.split = split
         self.data_dir = Path(args.data_dir)
         self.tokenizer = tokenizer
@@ -141,6 +141,7 @@ class FewShotDataset(Dataset):
             "encoder_version": ENCODER_VERSION,
             "split": self.split,
             "settings": dataclasses.asdict(self.settings),
+            "task": self.task.definition(),  # a task file's layout, labels, ... (a built-in row's too)
             "tokenizer": _tokenizer_fingerprint(self.tokenizer),
             "data": data.hexdigest(),
         }

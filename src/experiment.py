@@ -18,20 +18,20 @@ class Experiment:
     """One run: data and model set up, optional training (in stages), final evaluation, log record."""
 
     def __init__(self, model_args, data_args, training_args):
-        from src.arguments import check_consistency
-        from src.tasks import get_task
+        from src.arguments import check_consistency, task_of
         self.model_args, self.data_args, self.args = model_args, data_args, training_args
-        self.task = get_task(data_args.task_name)
+        self.task = task_of(data_args)
         data_args.task_name = self.task.key
         self.trains = training_args.do_train and not training_args.notrain
-        self.stages, self.attached, self.template_parts = check_consistency(model_args, data_args, training_args)
+        self.stages, self.attached, self.template_parts = check_consistency(model_args, data_args, training_args,
+                                                                            self.task)
 
     @classmethod
     def checked(cls, argv):
         """The run of one argument list, every check done that needs no weights and no features (UserError)."""
         from src.arguments import check_files, parse_args
         experiment = cls(*parse_args(argv))
-        check_files(experiment.model_args, experiment.data_args)
+        check_files(experiment.model_args, experiment.data_args, experiment.task)
         experiment.check_model()
         check_writable(experiment.args.log_file, experiment.args.output_dir if experiment.trains else None)
         return experiment
@@ -58,8 +58,14 @@ class Experiment:
             raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
                             f"model's {config.vocab_size} embeddings")
         mapping, labels = self.data_args.mapping, self.task.labels
-        self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
-                            if uses_template(self.model_args.few_shot_type) else None)
+        try:
+            self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
+                                if uses_template(self.model_args.few_shot_type) else None)
+        except UserError as error:
+            if self.task.source is None or mapping != self.task.mapping:
+                raise
+            raise UserError(f"{self.task.source}: mapping: {error} for the tokenizer of "
+                            f"{self.model_args.model_name_or_path}") from None
 
     def modules(self):
         """The delta methods whose modules the model gets: those any stage trains and those --attach names
@@ -68,10 +74,13 @@ class Experiment:
         return [name for name in METHODS if name in {*self.stages.methods, *self.attached}]
 
     def arguments_record(self):
-        """The run's arguments as its record holds them: every value in its one spelling (canonical_arguments)."""
+        """The run's arguments as its record holds them: every value in its one spelling (canonical_arguments);
+        a task file as its content, part of the run's identity (two files of one task name are two settings)."""
         from src.identity import canonical_arguments
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
         record["do_train"] = self.trains
+        if self.data_args.task_file is not None:
+            record["task_file"] = self.task.definition()
         return canonical_arguments(record)
 
     def run(self):
@@ -144,7 +153,8 @@ class Experiment:
                                                            if split not in stage_scores})}
         metrics = {}
         for split in final_splits:
-            task_key, name = ("mnli-mm", "test") if split == "test-mm" else (self.task.key, split)
+            other = self.task.other_tests.get(split)  # MNLI's test-mm: task mnli-mm's test set
+            task_key, name = (other.lower(), "test") if other else (self.task.key, split)
             metrics.update({metric_key(task_key, name, metric): value for metric, value in scores[split].items()})
         trainable, total = count_parameters(model, self.stages.methods)
         trainable = trainable if self.trains else 0
@@ -194,13 +204,14 @@ class Experiment:
         return line + f", {record['trainable_params']} trained parameters, {record['wall_time']:.0f} s"
 
     def load_datasets(self, dataset_class, tokenizer):
-        """train, dev, test (+ test-mm for MNLI) features; with --dev_as_test, test is dev."""
+        """train, dev, test (+ the task's other test splits: MNLI's test-mm) features; with --dev_as_test, test
+        is dev."""
         data_args = self.data_args
         feature_args = SimpleNamespace(**dataclasses.asdict(data_args), few_shot_type=self.model_args.few_shot_type,
-                                       prompt_num=self.model_args.prompt_num, seed=self.args.seed)
+                                       prompt_num=self.model_args.prompt_num, seed=self.args.seed, task=self.task)
         splits = ["train", "dev"]
         if not data_args.dev_as_test:
-            splits += ["test"] + (["test-mm"] if "test-mm" in self.task.splits else [])
+            splits += ["test", *self.task.other_tests]
         datasets = {split: dataset_class(feature_args, tokenizer, split, cache_dir=data_args.feature_cache_dir)
                     for split in splits}
         datasets.setdefault("test", datasets["dev"])

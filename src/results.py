@@ -123,6 +123,7 @@ RECORD_FIELDS = {
     # asks for it; in any case, as run.py takes it: read_results lower-cases it (a task's key)
     "task_name": STRING,
     "tag": optional(STRING),  # null in older versions' records
+    "task_file": optional(of_type(dict, "a task file's content (a JSON object)")),  # what run.py records of --task_file
     "training_params": STRING,  # the stages as one string, as `Stages` spells them
     "trainable_params": Allowed("an integer >= 0", lambda v: is_integer(v) and v >= 0),
     "total_params": Allowed("an integer > 0", lambda v: is_integer(v) and v > 0),

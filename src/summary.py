@@ -10,6 +10,7 @@ A run's data setting (`data_setting`) is `full` when it used --dev_as_test (full
 labels are hidden, so the dev set is also the test set; the full-data sweeps always pass it), else
 `K-shot` from its --num_k (the k-shot splits).
 """
+import json
 from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from src.errors import UserError
 from src.identity import setting_of
 from src.results import matches, metric_key, with_run_facts
-from src.tasks import get_task
+from src.tasks import recorded_task
 
 PROTOCOLS = {"lm-bff": "per seed, the run with the best dev score",
              "reference": "the setting (learning rate, ...) with the best mean test score over seeds, "
@@ -84,8 +85,11 @@ def gather(records: Iterable[dict], condition: dict, key: Optional[str] = None, 
     if len(tasks) > 1:
         raise UserError(f"the condition matches records of several tasks ({', '.join(tasks)}); "
                         "add 'task_name' to it")
-    task = get_task(tasks[0])
-    if test_task is not None and get_task(test_task) is not task:
+    if len({json.dumps(r.get("task_file"), sort_keys=True) for r in selected}) > 1:
+        raise UserError(f"the condition matches records of task {tasks[0]} from different task files (or a task file "
+                        "and the built-in task); pick one: gather_result.py --task_file FILE")
+    task = recorded_task(selected[0])
+    if test_task is not None and test_task.lower() not in {task.key, *map(str.lower, task.other_tests.values())}:
         raise UserError(f"--test_task {test_task} is not a test set of task {tasks[0]}")
     key = key or task.main_metric
     dev_name = metric_key(tasks[0], "dev", key)

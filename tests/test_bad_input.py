@@ -47,6 +47,7 @@ def wrong_type(hint):
 
 # Command-line values that fields with other kinds of allowed values refuse.
 REJECTED = {"model_name_or_path": ("",), "output_dir": ("",), "log_file": ("",), "task_name": ("SST-7",),
+            "task_file": ("/nonexistent/task.json",),
             "data_dir": ("/nonexistent/folder",), "delta_path": ("/nonexistent/path",), "fp16": ("true",),
             "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus")}
 

@@ -6,6 +6,9 @@ misses. The expected seeds are --seeds, by default every seed of the runs that m
 (so a setting that lacks a seed the others have is flagged; pass --seeds 13 21 42 87 100 to check
 against the sweeps' seeds).
 
+A task of your own is summarised from the task file its records keep; --task_file FILE keeps only the
+records of that file's content (two files of one task name are two settings).
+
 Usage: python tools/gather_result.py --condition "{'task_name': 'sst-2', 'tag': 'exp'}" [--key acc]
 """
 import ast
@@ -15,6 +18,7 @@ from src.checks import ArgumentParser, at_least, typed
 from src.errors import UserError, cli
 from src.results import read_results
 from src.summary import PROTOCOLS, gather
+from src.tasks import load_task_file
 
 
 def parse_condition(text):
@@ -70,10 +74,14 @@ def main(argv=None):
     parser.add_argument("--key", help="metric name (acc, f1, mcc, pearson); default: the task's main metric")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff")
     parser.add_argument("--test_task", help="report this test set instead (MNLI: mnli-mm)")
+    parser.add_argument("--task_file", help="only the runs of this task file (a task of your own)")
     parser.add_argument("--seeds", type=typed(int, at_least(0)), nargs="+",
                         help="the seeds every setting should have (default: every seed of the matching runs)")
     args = parser.parse_args(argv)
     conditions = [parse_condition(text) for text in args.condition]
+    if args.task_file:
+        definition = load_task_file(args.task_file).definition()
+        conditions = [{**condition, "task_file": definition} for condition in conditions]
     records = read_results(args.log_file)
     status = 0
     for text, condition in zip(args.condition, conditions):

@@ -7,7 +7,9 @@ data setting (--setting, needed when the log holds both 16-shot and full-data ru
 verdicts); --csv writes that comparison as CSV, --figure one scatter PNG per block (all of them or,
 when one cannot be written, none).
 
-Usage: python tools/make_table.py --log_file log --task SST-2 CoLA [--tag exp] [--latex]
+A task of your own gets its row with --task_file FILE (from the runs of that file's content).
+
+Usage: python tools/make_table.py --log_file log --task SST-2 CoLA [--task_file FILE] [--tag exp] [--latex]
        python tools/make_table.py --log_file log --tag exp --compare paper [--setting full] [--csv FILE] [--figure DIR]
 """
 import os
@@ -21,7 +23,7 @@ from src.files import write_all
 from src.results import read_results
 from src.summary import PROTOCOLS, data_setting
 from src.table import build_table, render_latex, render_markdown
-from src.tasks import get_task
+from src.tasks import get_task, load_task_file
 
 
 def choose_setting(records, tasks, tag, setting):
@@ -86,6 +88,7 @@ def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
     parser.add_argument("--task", nargs="+", help="tasks (rows); with --compare paper, default: the paper's 8")
+    parser.add_argument("--task_file", nargs="+", help="tasks of your own (rows): their task files")
     parser.add_argument("--tag", help="only records with this tag")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="lm-bff", help="how a cell's runs are chosen")
     parser.add_argument("--setting", help="data setting: 16-shot or full (--dev_as_test runs); "
@@ -98,13 +101,20 @@ def main(argv=None):
     if not args.compare and (args.csv or args.figure):
         raise UserError("--csv and --figure need --compare paper")
     paper = comparison.load_paper() if args.compare else None
-    task_names = args.task or (comparison.paper_tasks(paper) if paper else None)
-    if not task_names:
-        raise UserError("--task is required (or --compare paper, whose default is the paper's tasks)")
+    own = [load_task_file(path) for path in args.task_file or []]
+    if paper and own:
+        raise UserError(f"--compare paper: the paper's Table 2 has no row for {own[0].name} (a task of your own, "
+                        f"{own[0].source}); leave out --compare or --task_file")
+    task_names = args.task or (comparison.paper_tasks(paper) if paper else [])
+    if not task_names and not own:
+        raise UserError("--task is required (or --task_file, or --compare paper, whose default is the paper's tasks)")
     tasks = [get_task(name) for name in task_names]
     if paper:
         comparison.check_tasks([task.name for task in tasks], paper)
-    records = read_results(args.log_file)
+    tasks += own  # rows of their own, from the runs of that task file's content only
+    kept = {task.key: task.definition() for task in own}
+    records = [r for r in read_results(args.log_file)
+               if r.get("task_name") not in kept or r.get("task_file") == kept[r["task_name"]]]
     setting = choose_setting(records, tasks, args.tag, args.setting)
     table = build_table(records, tasks, args.tag, args.protocol, setting)
     logged = {r.get("task_name") for r in records if args.tag is None or r.get("tag") == args.tag}
