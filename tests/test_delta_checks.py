@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM
 
 import run
-from src.delta.checkpoint import CONFIG, WEIGHTS, load_delta, save_delta, saved_methods
+from src.delta.checkpoint import CONFIG, WEIGHTS, load_delta, read_delta, save_delta
 from src.errors import UserError
 from tests.test_bad_input import base_arguments, no_hang, to_argv
 
@@ -19,7 +19,7 @@ from tests.test_bad_input import base_arguments, no_hang, to_argv
 def saved(tiny_roberta, tmp_path):
     """A tiny model and the folder of its saved BitFit delta."""
     model = AutoModelForMaskedLM.from_pretrained(tiny_roberta)
-    save_delta(model, ["bias"], tmp_path / "delta", {"task_name": "sst-2"})()
+    save_delta(model, ["bias"], ["bias"], tmp_path / "delta", {"task_name": "sst-2"})()
     return model, tmp_path / "delta"
 
 
@@ -58,7 +58,7 @@ DAMAGE = {
 
 def test_a_saved_delta_loads_back(saved):
     model, folder = saved
-    load_delta(model, folder)
+    load_delta(model, read_delta(folder))
     assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG, WEIGHTS])
     assert json.loads((folder / CONFIG).read_text())["delta_methods"] == ["bias"]
 
@@ -71,7 +71,7 @@ def test_a_saved_delta_names_the_modules_to_attach_before_it_loads(config, modul
     """Its methods, and those its run attached without training: --attach, or an older version's use_adapter."""
     _, folder = saved
     (folder / CONFIG).write_text(json.dumps({"delta_methods": ["bias"], **config}))
-    assert saved_methods(folder) == modules
+    assert set(read_delta(folder).modules) == modules
 
 
 @pytest.mark.parametrize("case", DAMAGE)
@@ -81,7 +81,7 @@ def test_a_delta_that_does_not_fit_is_one_error(case, saved):
     damage(folder)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with no_hang(), pytest.raises(UserError, match=re.escape(message)) as error:
-        load_delta(model, folder)
+        load_delta(model, read_delta(folder))
     assert "\n" not in str(error.value)
     assert all(torch.equal(before[name], p) for name, p in model.named_parameters())  # nothing half-loaded
 
@@ -103,7 +103,7 @@ def test_a_delta_that_would_overwrite_the_frozen_model_is_refused(saved):
     rewrite(folder, lambda s: {**s, FROZEN: torch.ones_like(model.get_parameter(FROZEN))})
     before = model.get_parameter(FROZEN).detach().clone()
     with pytest.raises(UserError, match=f"{FROZEN} is not trained by its methods"):
-        load_delta(model, folder)
+        load_delta(model, read_delta(folder))
     assert torch.equal(model.get_parameter(FROZEN), before)
 
 
