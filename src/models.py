@@ -157,7 +157,7 @@ def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], met
     if config is None:
         config = load_pretrained(AutoConfig, model_args.model_name_or_path, "model config")
     overrides = family_of(config).load_overrides(config)
-    with quiet("transformers.modeling_utils"):  # its lines about new tensors: `initialised` names them
+    with without_new_tensor_lines():
         if not uses_template(model_args.few_shot_type):
             model, loading = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
                                              num_labels=1 if task.regression else len(task.labels),
@@ -176,12 +176,15 @@ def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], met
 
 
 @contextlib.contextmanager
-def quiet(logger: str):
-    """Only errors from the logger `logger` while inside."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.ERROR)
+def without_new_tensor_lines():
+    """transformers' lines about the tensors a checkpoint lacks left out (`initialised` names them); its
+    other messages stay (a logger's level is left alone: transformers reads it to decide what to check)."""
+    log = logging.getLogger("transformers.modeling_utils")
+
+    def other(record):
+        return " and are newly initialized: " not in record.getMessage()
+    log.addFilter(other)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.removeFilter(other)
