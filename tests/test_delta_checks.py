@@ -239,7 +239,8 @@ def test_a_reload_takes_its_methods_options_from_the_delta(tiny_roberta, data_ro
     assert run.main(to_argv(arguments)) == 0
     reads = []
     load, read = models.load_pretrained, checkpoint.read_regular
-    monkeypatch.setattr(models, "load_pretrained", lambda cls, *a, **k: reads.append(cls.__name__) or load(cls, *a, **k))
+    monkeypatch.setattr(models, "load_pretrained",
+                        lambda cls, *a, **k: reads.append(cls.__name__) or load(cls, *a, **k))
     monkeypatch.setattr(checkpoint, "read_regular", lambda *a, **k: reads.append(CONFIG) or read(*a, **k))
     reload = reload_of({k: v for k, v in arguments.items() if k != "lora_alpha"}, tmp_path)
     assert run.main(to_argv(reload)) == 0, capsys.readouterr().err[-2000:]

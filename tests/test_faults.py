@@ -176,6 +176,6 @@ def test_a_checkpoint_missing_tensors_is_one_warning_line(headless_bert, data_ro
     err = capsys.readouterr().err
     assert code == 0, err[-2000:]
     assert [line for line in err.splitlines() if line.startswith("warning:")] == [
-        f"warning: --model_name_or_path {headless_bert} lacks 5 of the model's tensors (e.g. mlm.cls.predictions.bias): "
-        "they are drawn from --seed"]
+        f"warning: --model_name_or_path {headless_bert} lacks 5 of the model's tensors "
+        "(e.g. mlm.cls.predictions.bias): they are drawn from --seed"]
     assert not [record for record in logged if "newly initialized" in record.getMessage()]
