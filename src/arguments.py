@@ -467,7 +467,7 @@ def given_arguments(argv) -> Set[str]:
     if len(argv) == 1 and argv[0].endswith(".json"):
         return set(_read_json_arguments(argv[0], parser))
     unset = object()
-    parser.set_defaults(**{action.dest: unset for action in parser._actions})
+    parser.set_defaults(**{f.name: unset for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)})
     given, _ = parser.parse_known_args([_rename(a) for a in argv])
     return {name for name, value in vars(given).items() if value is not unset}
 

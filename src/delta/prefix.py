@@ -35,7 +35,8 @@ class Options:
         widest = size // (hidden + 2 * model_config.num_hidden_layers * hidden)
         if self.prefix_bottleneck_size > widest:
             raise UserError(f"--prefix_bottleneck_size must be at most {widest} (a wider MLP would hold more weights "
-                            f"than the {size} of {model_config.name_or_path}), got {self.prefix_bottleneck_size}")
+                            f"than the {size} of the model {model_config.name_or_path}), got "
+                            f"{self.prefix_bottleneck_size}")
 
 
 def model_size(model_config) -> int:
