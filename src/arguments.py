@@ -28,13 +28,13 @@ from transformers.trainer_utils import SchedulerType
 
 from src.checks import Allowed, Local, above, at_least, between, one_of, option, typed
 from src.dataset import MODES, input_length, uses_template
-from src.delta import METHODS, Stages, attached_methods
-from src.delta.checkpoint import check_delta
+from src.delta import METHODS, Stages, attached_methods, check_template
+from src.delta.checkpoint import read_delta
 from src.errors import UserError
 from src.families import check_methods, family_of
 from src.files import read_regular
 from src.tasks import TASKS, Task, data_file, named_task, read_examples
-from src.templates import parse_mapping, parse_template
+from src.templates import parse_mapping, parse_template, shortest_length
 
 # Old spellings used by the reference scripts and README, mapped to today's names.
 ARGUMENT_ALIASES = {
@@ -116,7 +116,7 @@ class ModelArguments:
         allowed=Allowed("a non-empty list", lambda v: len(v) > 0), default_factory=lambda: ["all"])
     attach: Optional[str] = option(None, "Delta methods whose modules are added without being trained, "
                                    "comma-joined (e.g. adapter: frozen adapters while the biases train); those "
-                                   "--training_params lists are added anyway.", "delta")
+                                   "--training_params lists are added anyway.", "delta", NON_EMPTY)
     use_adapter: bool = option(False, "The old spelling of --attach adapter.", "delta")
     stage_init: str = option("last", "Multi-stage: start each stage from the previous stage's 'last' parameters "
                              "(reference) or its 'best' dev state.", "delta", one_of("last", "best"))
@@ -346,6 +346,7 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
     stages = Stages.parse(model_args.training_params)
     stages.check_template(template_parts)
     attached = attached_methods(model_args)
+    check_template(attached, template_parts, "--attach")
     if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
                                                                         args.num_train_epochs <= 0)):
         raise UserError(f"--max_steps {args.max_steps} with --num_train_epochs {args.num_train_epochs} trains 0 "
@@ -353,12 +354,12 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
     return Consistent(stages, attached, template_parts)
 
 
-def check_files(model_args: ModelArguments, data_args: DataArguments, task: Task) -> None:
-    """Checks that read the run's input files (its train split, a saved delta). Apart from
-    check_consistency: a run's identity (--skip_done, the sweeps' resume) reads no data file."""
+def check_files(model_args: ModelArguments, data_args: DataArguments, task: Task) -> Optional[Any]:
+    """Checks that read the run's input files (its train split, a saved delta); returns the --delta_path
+    delta, read (src/delta/checkpoint.py: SavedDelta), or None. Apart from check_consistency: a run's
+    identity (--skip_done, the sweeps' resume) reads no data file."""
     check_num_k(task, data_args)
-    if model_args.delta_path:
-        check_delta(model_args.delta_path)
+    return read_delta(model_args.delta_path) if model_args.delta_path else None
 
 
 def check_num_k(task: Any, data_args: DataArguments) -> None:
@@ -396,6 +397,20 @@ def check_model_config(config: Any, model_args: ModelArguments, data_args: DataA
     for name in methods:
         METHODS[name].check(model_args, config)
     check_weight_files(model_args.model_name_or_path)
+
+
+def check_template_room(tokenizer: Any, model_args: ModelArguments, data_args: DataArguments, task: Any) -> None:
+    """The template's soft-prompt vectors and fixed tokens, and one token of each sentence part, must fit in
+    --max_seq_length: otherwise truncation leaves some input without its sentence (every example the same)."""
+    template = parse_template(data_args.template)
+    sentences = sum(part.kind == "sent" for part in template.parts)
+    prompts = sum(part.kind == "prompt" for part in template.parts) * model_args.prompt_num
+    needed = shortest_length(template, tokenizer, model_args.prompt_num)
+    if needed > input_length(data_args.max_seq_length, model_args.few_shot_type, data_args.double_demo):
+        vectors = f" ({prompts} soft-prompt vectors of --prompt_num {model_args.prompt_num})" if prompts else ""
+        raise UserError(f"--max_seq_length {data_args.max_seq_length} leaves no room for the sentences: the template "
+                        f"{data_args.template!r} takes {needed - sentences} tokens{vectors}, and each of its "
+                        f"{sentences} sentence part(s) at least one more: {needed} in all")
 
 
 def check_weight_files(folder: str) -> None:
@@ -464,6 +479,19 @@ def parse_args(argv=None):
     if unknown:
         raise UserError(f"unknown argument(s): {' '.join(unknown)} (see python run.py --help)")
     return tuple(parsed)
+
+
+def given_arguments(argv) -> Set[str]:
+    """The names of the arguments that `argv` (run.py's, parsed already) gives itself: the keys of a JSON
+    argument file, or the options on the command line (abbreviated, `--name=value`, `--no_name` alike)."""
+    argv = list(argv)
+    parser = make_parser()
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return set(_read_json_arguments(argv[0], parser))
+    unset = object()
+    parser.set_defaults(**{f.name: unset for dtype in parser.dataclass_types for f in dataclasses.fields(dtype)})
+    given, _ = parser.parse_known_args([_rename(a) for a in argv])
+    return {name for name, value in vars(given).items() if value is not unset}
 
 
 def _read_json_arguments(path, parser):

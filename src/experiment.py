@@ -25,13 +25,18 @@ class Experiment:
         self.trains = training_args.do_train and not training_args.notrain
         self.stages, self.attached, self.template_parts = check_consistency(model_args, data_args, training_args,
                                                                             self.task)
+        self.delta = None  # the --delta_path delta (src/delta/checkpoint.py: SavedDelta), read by `checked`
 
     @classmethod
     def checked(cls, argv):
-        """The run of one argument list, every check done that needs no weights and no features (UserError)."""
-        from src.arguments import check_files, parse_args
+        """The run of one argument list, every check done that needs no weights and no features (UserError).
+        A --delta_path delta is read once, and its methods' options are the run's (SavedDelta.take_options)."""
+        from src.arguments import check_files, given_arguments, parse_args
         experiment = cls(*parse_args(argv))
-        check_files(experiment.model_args, experiment.data_args, experiment.task)
+        experiment.delta = check_files(experiment.model_args, experiment.data_args, experiment.task)
+        if experiment.delta:
+            experiment.delta.check_run(experiment.args.seed, experiment.template_parts)
+            experiment.delta.take_options(experiment.model_args, given_arguments(argv))
         experiment.check_model()
         check_writable(experiment.args.log_file, experiment.args.output_dir if experiment.trains else None)
         return experiment
@@ -44,34 +49,38 @@ class Experiment:
         return is_logged(read_results(self.args.log_file), self.arguments_record())
 
     def check_model(self):
-        """Checks against the model's config and tokenizer, read before anything heavy loads."""
+        """Checks against the model's config and tokenizer, read (once) before anything heavy loads."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from src.arguments import check_model_config
+        from src.arguments import check_model_config, check_template_room
         from src.dataset import uses_template
         from src.models import load_pretrained
         from src.templates import label_word_ids, parse_mapping
-        config = load_pretrained(AutoConfig, self.model_args.model_name_or_path, "model config")
-        check_model_config(config, self.model_args, self.data_args, self.modules())
+        self.config = load_pretrained(AutoConfig, self.model_args.model_name_or_path, "model config")
+        check_model_config(self.config, self.model_args, self.data_args, self.modules())
         self.tokenizer = load_pretrained(AutoTokenizer, self.model_args.model_name_or_path, "tokenizer")
-        if len(self.tokenizer) > config.vocab_size:
+        if len(self.tokenizer) > self.config.vocab_size:
             raise UserError(f"--model_name_or_path: its tokenizer has {len(self.tokenizer)} tokens, more than the "
-                            f"model's {config.vocab_size} embeddings")
+                            f"model's {self.config.vocab_size} embeddings")
         mapping, labels = self.data_args.mapping, self.task.labels
-        try:
-            self.label_words = (label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
-                                if uses_template(self.model_args.few_shot_type) else None)
-        except UserError as error:
-            if self.task.source is None or mapping != self.task.mapping:
-                raise
-            raise UserError(f"{self.task.source}: mapping: {error} for the tokenizer of "
-                            f"{self.model_args.model_name_or_path}") from None
+        self.label_words = None
+        if uses_template(self.model_args.few_shot_type):
+            try:
+                self.label_words = label_word_ids(self.tokenizer, parse_mapping(mapping, labels), labels)
+            except UserError as error:
+                if self.task.source is None or mapping != self.task.mapping:
+                    raise
+                raise UserError(f"{self.task.source}: mapping: {error} for the tokenizer of "
+                                f"{self.model_args.model_name_or_path}") from None
+            check_template_room(self.tokenizer, self.model_args, self.data_args, self.task)
 
     def modules(self):
-        """The delta methods whose modules the model gets: those any stage trains and those --attach names
-        (in registry order)."""
-        from src.delta import METHODS
-        return [name for name in METHODS if name in {*self.stages.methods, *self.attached}]
+        """The delta methods whose modules the model gets, in registry order: those any stage trains, those
+        --attach names, those the template needs (*prompt*) and those of the --delta_path delta."""
+        from src.delta import METHODS, methods_for_template
+        wanted = {*self.stages.methods, *self.attached, *methods_for_template(self.template_parts),
+                  *(self.delta.modules if self.delta else ())}
+        return [name for name in METHODS if name in wanted]
 
     def arguments_record(self):
         """The run's arguments as its record holds them: every value in its one spelling (canonical_arguments);
@@ -94,8 +103,9 @@ class Experiment:
         import torch
         from transformers import set_seed
 
-        from src.dataset import Collator, FewShotDataset, input_length
-        from src.delta.checkpoint import load_delta, saved_methods
+        from src.dataset import Collator, FewShotDataset, input_length, warn_once
+        from src.delta import NEW_HEAD_PREFIX
+        from src.delta.checkpoint import load_delta
         from src.models import build_model
 
         data_args, model_args, args = self.data_args, self.model_args, self.args
@@ -104,12 +114,16 @@ class Experiment:
         if not torch.cuda.is_available():
             args.dataloader_pin_memory = False
         set_seed(args.seed)
-        attached = set(self.modules())
-        if model_args.delta_path:  # the saved delta's modules, whatever this run trains
-            attached |= saved_methods(model_args.delta_path)
-        self.model = build_model(model_args, self.task, self.label_words, attached, self.template_parts)
-        if model_args.delta_path:
-            load_delta(self.model, model_args.delta_path)
+        self.model = build_model(model_args, self.task, self.label_words, self.modules(), self.template_parts,
+                                 config=self.config)
+        new = [name for name in self.model.initialised if not name.startswith(NEW_HEAD_PREFIX)]
+        if new:
+            fate = ("loaded from --delta_path" if model_args.delta_path else
+                    "drawn from --seed and saved with the delta" if self.trains else "drawn from --seed")
+            warn_once(f"--model_name_or_path {model_args.model_name_or_path} lacks {len(new)} of the model's "
+                      f"tensors (e.g. {new[0]}): they are {fate}")
+        if self.delta:
+            load_delta(self.model, self.delta)
         pad_to = None
         if model_args.reference_mode:  # the reference pads every batch to the maximum length
             pad_to = input_length(data_args.max_seq_length, model_args.few_shot_type, data_args.double_demo)
@@ -167,7 +181,8 @@ class Experiment:
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         print(self.summary(record, datasets["test"]))
         if args.process_index == 0:  # one writer under torchrun
-            self.save(record, lambda: save_delta(model, self.stages.methods, args.output_dir, self.arguments_record()))
+            self.save(record, lambda: save_delta(model, self.stages.methods, self.modules(), args.output_dir,
+                                                   self.arguments_record()))
         return record
 
     def save(self, record, write_delta):

@@ -5,6 +5,8 @@ mask position goes through the LM head, and only the label words' rows of its vo
 projection (the reference scores the whole vocabulary at every
 position: `reference_mode=True` does that, for benchmarks and equivalence tests).
 """
+import contextlib
+import logging
 import os
 from typing import Iterable, List, Optional, Tuple
 
@@ -145,16 +147,44 @@ def _hub_unreachable() -> Optional[str]:
 
 
 def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], methods: Iterable[str],
-                template_parts: Iterable[str] = ()) -> nn.Module:
+                template_parts: Iterable[str] = (), config=None) -> nn.Module:
     """The model for `few_shot_type`, with the modules of every delta method in `methods` attached,
-    and those that the template's parts need (the soft prompt table for a *prompt* part)."""
-    config = load_pretrained(AutoConfig, model_args.model_name_or_path, "model config")
+    and those that the template's parts need (the soft prompt table for a *prompt* part). `config`: the
+    model's config, when the caller has read it.
+
+    `model.initialised` names the parameters that the checkpoint lacks (transformers initialises them from
+    the seed; e.g. the MLM head of a sentence encoder): a saved delta holds them (src/delta/checkpoint.py)."""
+    if config is None:
+        config = load_pretrained(AutoConfig, model_args.model_name_or_path, "model config")
     overrides = family_of(config).load_overrides(config)
-    if not uses_template(model_args.few_shot_type):
-        model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
-                                num_labels=1 if task.regression else len(task.labels), **overrides)
-    else:
-        model = PromptMLM(load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path, **overrides),
-                          label_word_ids, label_range=task.label_range, reference_mode=model_args.reference_mode)
+    with without_new_tensor_lines():
+        if not uses_template(model_args.few_shot_type):
+            model, loading = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
+                                             num_labels=1 if task.regression else len(task.labels),
+                                             output_loading_info=True, **overrides)
+            prefix = ""
+        else:
+            mlm, loading = load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path,
+                                           output_loading_info=True, **overrides)
+            model = PromptMLM(mlm, label_word_ids, label_range=task.label_range,
+                              reference_mode=model_args.reference_mode)
+            prefix = "mlm."
+    missing = {prefix + name for name in loading["missing_keys"]}
+    model.initialised = [name for name, _ in model.named_parameters() if name in missing]
     attach_methods(model, set(methods) | set(methods_for_template(template_parts)), model_args)
     return model
+
+
+@contextlib.contextmanager
+def without_new_tensor_lines():
+    """transformers' lines about the tensors a checkpoint lacks left out (`initialised` names them); its
+    other messages stay (a logger's level is left alone: transformers reads it to decide what to check)."""
+    log = logging.getLogger("transformers.modeling_utils")
+
+    def other(record):
+        return " and are newly initialized: " not in record.getMessage()
+    log.addFilter(other)
+    try:
+        yield
+    finally:
+        log.removeFilter(other)

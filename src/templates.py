@@ -178,6 +178,13 @@ def encode(texts, template, tokenizer, max_seq_length, *, prompt_num=10, label_w
     return features
 
 
+def shortest_length(template, tokenizer, prompt_num) -> int:
+    """Tokens of `template` rendered with sentences of one token each: the fewest an input takes."""
+    template = _as_template(template)
+    return sum(1 if part.kind in ("sent", "label") else
+               len(_part_ids(part, (), tokenizer, prompt_num, None, None, None)) for part in template.parts)
+
+
 def _as_template(template):
     return template if isinstance(template, Template) else parse_template(template)
 

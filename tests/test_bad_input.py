@@ -49,7 +49,7 @@ def wrong_type(hint):
 REJECTED = {"model_name_or_path": ("",), "output_dir": ("",), "log_file": ("",), "task_name": ("SST-7",),
             "task_file": ("/nonexistent/task.json",),
             "data_dir": ("/nonexistent/folder",), "delta_path": ("/nonexistent/path",), "fp16": ("true",),
-            "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus")}
+            "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus"), "attach": ("",)}
 
 
 def rejected(name, allowed):
@@ -97,6 +97,20 @@ CONSISTENCY_CASES = {
     "attached adapter wider than the model": ({"cli": ["--use_adapter", "--adapter_reduction_factor", "1000"]},
                                               "--adapter_reduction_factor"),
     "missing model": ({"cli": ["--model_name_or_path", "/nonexistent/model"]}, "--model_name_or_path"),
+    # the methods' sizes against the model (its 514 positions, its parameters), before any allocation
+    "prompt vectors beyond the positions": ({"cli": ["--prompt_num", str(10**9)]}, "--prompt_num must be at most 514"),
+    "prefix beyond the positions": ({"cli": ["--training_params", "prefix", "--prefix_length", str(10**9)]},
+                                    "--prefix_length must be at most 514"),
+    "prefix MLP larger than the model": ({"cli": ["--training_params", "prefix", "--prefix_bottleneck_size",
+                                                  str(10**9)]}, "--prefix_bottleneck_size must be at most"),
+    # soft prompts that leave no token of the sentence: every input would be the same
+    "500 prompt vectors in 128 tokens": ({"cli": ["--prompt_num", "500"]},
+                                         "--max_seq_length 128 leaves no room for the sentences: the template"),
+    "10 prompt vectors in 8 tokens": ({"cli": ["--max_seq_length", "8"]},
+                                      "takes 16 tokens (10 soft-prompt vectors of --prompt_num 10)"),
+    "attach prompt without *prompt*": ({"cli": ["--training_params", "bias", "--attach", "prompt",
+                                                "--template", "*cls**sent_0*_It_was*mask*.*sep+*"]},
+                                       "--attach lists 'prompt' but the template has no *prompt* part"),
     # a copy of the tiny model in the folder named, damaged: (folder, damage(weights file))
     "model weights truncated": ({"model": ("model", lambda w: w.write_bytes(w.read_bytes()[:w.stat().st_size // 2]))},
                                 "model.safetensors is not a complete safetensors file"),

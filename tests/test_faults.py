@@ -15,6 +15,7 @@ import run
 from tests.conftest import ROOT
 from tests.test_bad_input import base_arguments, to_argv
 from tests.test_dataset import cache_files, make_args
+from tests.test_delta_checks import headless_bert  # noqa: F401 (a fixture)
 
 
 def never_build(*args, **kwargs):
@@ -151,3 +152,30 @@ def test_an_unwritable_cache_folder_warns_once_per_run(tiny_roberta, data_root, 
     warnings = [line for line in err.splitlines() if "feature cache" in line]
     assert warnings == [f"warning: cannot write the feature cache in {tmp_path / 'a-file/c'}; building the features "
                         "uncached (pass a writable cache_dir)"], err[-2000:]
+
+
+def test_a_checkpoint_missing_tensors_is_one_warning_line(headless_bert, data_root, tmp_path, capsys):
+    """The tensors a checkpoint lacks (here its MLM head) are named in one line with their count, instead of
+    transformers' lines; the run goes on (the saved delta holds them: tests/test_delta_checks.py)."""
+    import logging
+
+    import transformers
+    arguments = {**base_arguments(headless_bert, data_root, tmp_path), "training_params": ["bias"]}
+    del arguments["do_train"]
+    logged, handler = [], logging.Handler()
+    handler.emit = logged.append
+    loader = logging.getLogger("transformers.modeling_utils")
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()
+    loader.addHandler(handler)
+    try:
+        code = run.main(to_argv(arguments))
+    finally:
+        loader.removeHandler(handler)
+        transformers.logging.set_verbosity(verbosity)
+    err = capsys.readouterr().err
+    assert code == 0, err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: --model_name_or_path {headless_bert} lacks 5 of the model's tensors "
+        "(e.g. mlm.cls.predictions.bias): they are drawn from --seed"]
+    assert not [record for record in logged if "newly initialized" in record.getMessage()]

@@ -140,7 +140,8 @@ def test_methods_attach_what_they_train_and_a_saved_delta_reloads(tiny_roberta, 
 def test_prefix_tuning_beside_an_attached_method_saves_its_trained_tensors(tiny_bert, data_root, tmp_path,
                                                                            monkeypatch):
     """Prefix tuning trains (and saves, and counts) its embedding and MLP; --attach lora adds frozen LoRA
-    modules; the delta's config names both, so the reload attaches both and scores the same (in process)."""
+    modules; the delta's config names both, so the reload attaches both and scores the same (in process).
+    The modules attached untrained (LoRA, the template's prompt table) start from --seed: saved too."""
     from safetensors.torch import load_file
 
     from src.delta import METHODS
@@ -152,8 +153,10 @@ def test_prefix_tuning_beside_an_attached_method_saves_its_trained_tensors(tiny_
     [record] = log_records(tmp_path)
     assert (record["combination"], record["attach"], record["prefix_length"]) == ("prefix", "lora", 4)
     delta = load_file(str(tmp_path / "result/tmp/delta.safetensors"))
-    assert delta and all(METHODS["prefix"].selects(name) for name in delta)
-    assert record["trainable_params"] == sum(tensor.numel() for tensor in delta.values())
+    trained = {name: tensor for name, tensor in delta.items() if METHODS["prefix"].selects(name)}
+    assert trained and record["trainable_params"] == sum(tensor.numel() for tensor in trained.values())
+    untrained = [name for name in delta if name not in trained]
+    assert untrained and all(METHODS["lora"].selects(name) or METHODS["prompt"].selects(name) for name in untrained)
     reload = readme_example(tiny_bert, data_root, tmp_path, **{**options, "--training_params": None,
                                                                "--delta_path": str(tmp_path / "result/tmp"),
                                                                "--output_dir": str(tmp_path / "result/eval")})

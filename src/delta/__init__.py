@@ -148,11 +148,7 @@ class Stages:
 
     def check_template(self, template_parts: Iterable[str]) -> None:
         """A UserError when a method's `template_part` is not among the template's kinds of parts."""
-        parts = set(template_parts)
-        for name in self.methods:
-            part = METHODS[name].template_part
-            if part and part not in parts:
-                raise UserError(f"--training_params lists {name!r} but the template has no *{part}* part")
+        check_template(self.methods, template_parts, "--training_params")
 
 
 def attachable(spec: str, option: str = "--attach") -> List[str]:
@@ -173,6 +169,16 @@ def attached_methods(arguments: Any) -> List[str]:
     if get("use_adapter") and "adapter" not in names:
         names = [name for name in METHODS if name in {*names, "adapter"}]
     return names
+
+
+def check_template(names: Iterable[str], template_parts: Iterable[str], option: str) -> None:
+    """A UserError when a method of `names` (which `option` lists) needs a template part (its `template_part`)
+    that is not among the template's kinds of parts: its modules would never be used."""
+    parts = set(template_parts)
+    for name in names:
+        part = METHODS[name].template_part
+        if part and part not in parts:
+            raise UserError(f"{option} lists {name!r} but the template has no *{part}* part")
 
 
 def methods_for_template(template_parts: Iterable[str]) -> List[str]:

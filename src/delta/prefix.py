@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from src.checks import at_least, option
 from src.delta import adapterhub
+from src.errors import UserError
 
 NAME = "prefix"
 
@@ -21,6 +22,29 @@ class Options:
                                 "layer.", allowed=at_least(1))
     prefix_bottleneck_size: int = option(512, "prefix: width of the MLP that computes the prefix while it "
                                          "trains.", allowed=at_least(1))
+
+    def check(self, model_config) -> None:
+        """The prefix is at most as long as the model's positions, and its MLP (hidden -> bottleneck ->
+        2 x layers x hidden) holds at most as many weights as the model itself."""
+        positions = getattr(model_config, "max_position_embeddings", None)
+        if positions is not None and self.prefix_length > positions:
+            raise UserError(f"--prefix_length must be at most {positions} (the positions of "
+                            f"{model_config.name_or_path}), got {self.prefix_length}")
+        hidden = model_config.hidden_size
+        size = model_size(model_config)
+        widest = size // (hidden + 2 * model_config.num_hidden_layers * hidden)
+        if self.prefix_bottleneck_size > widest:
+            raise UserError(f"--prefix_bottleneck_size must be at most {widest} (a wider MLP would hold more weights "
+                            f"than the {size} of the model {model_config.name_or_path}), got "
+                            f"{self.prefix_bottleneck_size}")
+
+
+def model_size(model_config) -> int:
+    """The parameters of the masked LM of `model_config` (built on the meta device: no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForMaskedLM.from_config(model_config).parameters())
 
 
 def selects(name: str) -> bool:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from src.checks import at_least, option
+from src.errors import UserError
 
 PREFIX = "soft_prompt."
 
@@ -12,6 +13,13 @@ PREFIX = "soft_prompt."
 @dataclass(frozen=True)
 class Options:
     prompt_num: int = option(10, "Number of soft-prompt vectors (*prompt* in the template).", allowed=at_least(1))
+
+    def check(self, model_config) -> None:
+        """The vectors fit in the model's positions (the run checks them against --max_seq_length too)."""
+        positions = getattr(model_config, "max_position_embeddings", None)
+        if positions is not None and self.prompt_num > positions:
+            raise UserError(f"--prompt_num must be at most {positions} (the positions of {model_config.name_or_path}),"
+                            f" got {self.prompt_num}")
 
 
 def selects(name: str) -> bool:
