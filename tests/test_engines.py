@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from src.engines import ENGINES
+from src.engines import ENGINES, slurm_minutes
 from src.results import METRIC_KEY, read_results, run_identity
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
 from tools import launch
@@ -247,7 +247,7 @@ def test_help_says_packs_are_slower_on_cpu(capsys):
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),
                                            ("1-2:03", 1563), ("0-0:0:1", 1)])
 def test_slurm_times_in_minutes(text, minutes):
-    assert launch.slurm_minutes(text) == minutes
+    assert slurm_minutes(text) == minutes
 
 
 def test_status_names_what_failed_with_its_error_line(tmp_path, capsys):
