@@ -1,5 +1,7 @@
-"""The engines a job list runs on (src/launch.py decides what to run and reports it): each checks its
-options before anything starts and yields the jobs as they finish.
+"""The engines a job list runs on (src/launch.py decides what to run and reports it; src/jobs.py runs
+one job): each checks its options before anything starts and yields the jobs as they finish. An engine
+is one class, its options an `Options` dataclass (tools/launch.py makes their flags), and one entry in
+ENGINES.
 
     local   this machine, one job after another, their output on the terminal
     ray     one Ray task per job on a Ray cluster (--address / RAY_ADDRESS; `auto`: the one this machine

@@ -11,6 +11,7 @@ The job list's state folder must be on a folder every node shares, as the code, 
 A run killed outright (SIGKILL of every process, a failed node) leaves its temporary output folder;
 the next launch of its job list removes it (remove_abandoned_outputs).
 """
+import fcntl
 import glob
 import os
 import shutil
@@ -20,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from src.errors import UserError
 from src.engines import Engine
+from src.errors import UserError
 from src.jobs import Job, describe, error_line, exit_record, log_of, read_job_list, state_folder, write_file
 from src.multirun import flag_value
 
@@ -65,7 +66,6 @@ def remove_abandoned_outputs(jobs: Sequence[Job]) -> None:
     """Remove the temporary output folders that killed runs of these jobs left. run_experiment.sh makes
     `<--output_dir>.tmp-XXXXXX` and holds a lock on it while it or its run.py lives: a folder whose lock
     is free is abandoned (it may hold a whole delta). A kept output (KEEP_RESULT=1) has no `.tmp-`."""
-    import fcntl
     for job in jobs:
         if not job.argv:
             continue
