@@ -191,7 +191,8 @@ def test_slurm_option_that_slurm_rejects_is_one_error_line(slurm_conf, tmp_path,
 def test_slurm_time_above_the_partition_limit_is_one_error_line(slurm_conf, tmp_path, capsys, monkeypatch, data_root):
     """sbatch --test-only accepts it, and its tasks would wait forever (PartitionTimeLimit)."""
     monkeypatch.setenv("SLURM_CONF", slurm_conf)
-    code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(job_list(tmp_path, data_root))])
+    jobs = job_list(tmp_path, data_root)
+    code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(jobs)])
     assert_refused(code, capsys, "above partition short's limit of 10 minutes", tmp_path)
     assert slurm(slurm_conf, "squeue", "--noheader").stdout == ""
 
