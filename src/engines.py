@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from src.checks import at_least, between, typed
 from src.errors import UserError
@@ -195,6 +195,8 @@ class Slurm(Engine):
     name = "slurm"
     title = "slurm (sbatch options; their SBATCH_* variables are read too)"
     SBATCH = ("partition", "gres", "account")
+    # squeue's reasons for a pending task that Slurm will never start
+    NEVER_STARTS = ("PartitionTimeLimit", "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit")
 
     @dataclass(frozen=True)
     class Options(Engine.Options):
@@ -277,6 +279,7 @@ class Slurm(Engine):
                     yield job, finished[0], None
             if waiting and time.time() - asked > SLURM_POLL_S:
                 asked, alive = time.time(), self.alive()
+                self.refuse_stuck(alive or {})
                 for key, (job, task) in list(waiting.items()):
                     if alive is not None and task not in alive and exit_record(state, job) is None:
                         del waiting[key]
@@ -284,11 +287,24 @@ class Slurm(Engine):
                                           "or its node failed)")
             time.sleep(1)
 
-    def alive(self) -> Optional[set]:
-        """The array's tasks Slurm still holds (pending or running), or None when squeue fails."""
-        listed = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={self.array}", "--format=%i"],
+    def alive(self) -> Optional[Dict[str, str]]:
+        """The array's tasks Slurm still holds (pending or running), each with its reason, or None when squeue
+        fails."""
+        listed = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={self.array}", "--format=%i %r"],
                                 capture_output=True, text=True)
-        return set(listed.stdout.split()) if listed.returncode == 0 else None
+        if listed.returncode != 0:
+            return None
+        return dict((line.split(maxsplit=1) + [""])[:2] for line in listed.stdout.splitlines() if line.strip())
+
+    def refuse_stuck(self, alive: Dict[str, str]) -> None:
+        """Cancel the array and say why when Slurm holds its tasks for a reason that never passes (a time
+        limit above the partition's or the account's, which `sbatch --test-only` accepts)."""
+        stuck = sorted({reason for reason in alive.values() if reason in self.NEVER_STARTS})
+        if stuck:
+            subprocess.run(["scancel", self.array], capture_output=True)
+            array, self.array = self.array, None
+            raise UserError(f"Slurm would never start the tasks of job array {array} ({', '.join(stuck)}: --time "
+                            f"{self.options.time} minutes is above a limit of the partition or account); cancelled it")
 
     def close(self, interrupted):
         if interrupted and self.array:

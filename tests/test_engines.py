@@ -195,6 +195,14 @@ def test_slurm_time_above_the_partition_limit_is_one_error_line(slurm_conf, tmp_
     code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(jobs)])
     assert_refused(code, capsys, "above partition short's limit of 10 minutes", tmp_path)
     assert slurm(slurm_conf, "squeue", "--noheader").stdout == ""
+    # where sinfo does not say it, squeue does once the array is submitted: it is cancelled, and nothing runs
+    monkeypatch.setattr(ENGINES["slurm"], "partition_limit", lambda self: None)
+    code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(jobs)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1 and "(PartitionTimeLimit:" in errors[0], err
+    assert "goes on" not in err and not (tmp_path / "log").exists()
+    wait_for(lambda: slurm(slurm_conf, "squeue", "--noheader").stdout == "", 30, "the array to be cancelled")
 
 
 # ---- bad input (in-process, seconds) --------------------------------------------------------
