@@ -178,25 +178,29 @@ def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, l
     assert_nothing_starts_again(tmp_path, "slurm", monkeypatch)
 
 
+SLURM_REFUSES = {  # options -> culprit; sbatch --test-only accepts a time above the partition's limit
+    "an unknown partition": (["--time", "5", "--partition", "nosuch"], "invalid partition specified: nosuch"),
+    "a time above the partition's limit": (["--time", "20", "--partition", "short"],
+                                           "above partition short's limit of 10 minutes"),
+}
+
+
 @pytest.mark.slow  # uses the module's Slurm cluster
-def test_slurm_option_that_slurm_rejects_is_one_error_line(slurm_conf, tmp_path, capsys, monkeypatch, data_root):
+@pytest.mark.parametrize("case", SLURM_REFUSES)
+def test_slurm_option_that_slurm_rejects_is_one_error_line(case, slurm_conf, tmp_path, capsys, monkeypatch, data_root):
+    options, culprit = SLURM_REFUSES[case]
     monkeypatch.setenv("SLURM_CONF", slurm_conf)
-    jobs = job_list(tmp_path, data_root)
-    code = launch.main(["--engine", "slurm", "--time", "5", "--partition", "nosuch", str(jobs)])
-    assert_refused(code, capsys, "invalid partition specified: nosuch", tmp_path)
+    code = launch.main(["--engine", "slurm", *options, str(job_list(tmp_path, data_root))])
+    assert_refused(code, capsys, culprit, tmp_path)
     assert slurm(slurm_conf, "squeue", "--noheader").stdout == ""
 
 
 @pytest.mark.slow  # uses the module's Slurm cluster
-def test_slurm_time_above_the_partition_limit_is_one_error_line(slurm_conf, tmp_path, capsys, monkeypatch, data_root):
-    """sbatch --test-only accepts it, and its tasks would wait forever (PartitionTimeLimit)."""
+def test_slurm_tasks_held_forever_cancel_the_array(slurm_conf, tmp_path, capsys, monkeypatch, data_root):
+    """A limit the launcher cannot see beforehand (here: sinfo says nothing) shows in squeue once submitted."""
     monkeypatch.setenv("SLURM_CONF", slurm_conf)
-    jobs = job_list(tmp_path, data_root)
-    code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(jobs)])
-    assert_refused(code, capsys, "above partition short's limit of 10 minutes", tmp_path)
-    assert slurm(slurm_conf, "squeue", "--noheader").stdout == ""
-    # where sinfo does not say it, squeue does once the array is submitted: it is cancelled, and nothing runs
     monkeypatch.setattr(ENGINES["slurm"], "partition_limit", lambda self: None)
+    jobs = job_list(tmp_path, data_root)
     code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(jobs)])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
