@@ -1,5 +1,7 @@
-"""The engines a job list runs on (src/launch.py decides what to run and reports it): each checks its
-options before anything starts and yields the jobs as they finish.
+"""The engines a job list runs on (src/launch.py decides what to run and reports it; src/jobs.py runs
+one job): each checks its options before anything starts and yields the jobs as they finish. An engine
+is one class, its options an `Options` dataclass (tools/launch.py makes their flags), and one entry in
+ENGINES.
 
     local   this machine, one job after another, their output on the terminal
     ray     one Ray task per job on a Ray cluster (--address / RAY_ADDRESS; `auto`: the one this machine
@@ -7,6 +9,8 @@ options before anything starts and yields the jobs as they finish.
     slurm   one Slurm job array through submitit, RUNS_PER_GPU jobs per array task (sharing its GPU);
             what runs is asked of squeue (no accounting needed)
 """
+import argparse
+import dataclasses
 import math
 import re
 import shutil
@@ -14,21 +18,55 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from src.checks import at_least, between, typed
 from src.errors import UserError
-from src.launch import Job, exit_record, run_job, run_jobs
+from src.jobs import Job, exit_record, run_job, run_jobs
 
 SLURM_POLL_S = 5  # how often the Slurm engine asks squeue which array tasks are still alive
 # (job, exit status or None when the engine lost it, error line or None)
 Finished = Tuple[Job, Optional[int], Optional[str]]
 
 
+def setting(default: Any, help: str, env: Optional[str] = None, parse: Optional[Callable[[str], Any]] = None) -> Any:
+    """An engine option (tools/launch.py makes its flag `--name-with-dashes`): its default, help text, the
+    environment variable that gives its default, and how its text is read and checked (argparse `type=`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "env": env, "parse": parse})
+
+
+def slurm_minutes(text: str) -> int:
+    """A Slurm time limit (MINUTES, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in whole minutes."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"must be a Slurm time (minutes, H:M:S or D-H:M:S), got {text!r}")
+    days, first, second, third = (int(part) if part else 0 for part in match.groups())
+    if match[1] or match[4] is not None:  # D-H[:M[:S]] or H:M:S
+        hours, minutes, seconds = first, second, third
+    else:  # MINUTES or M:S
+        hours, minutes, seconds = 0, first, second
+    total = (days * 24 + hours) * 60 + minutes + (seconds > 0)
+    if total < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one minute, got {text!r}")
+    return total
+
+
 class Engine:
     """Checks its options when made (before anything starts); `check(count)` may ask the cluster;
-    `run` yields each job as it finishes."""
+    `start` may still refuse the jobs (UserError, having stopped what it started); `run` yields each job
+    as it finishes. `Options`: its options (tools/launch.py makes their flags); those of this class are
+    every engine's."""
     name = ""
+    title = ""  # its help group's title (default: its name)
+
+    @dataclass(frozen=True)
+    class Options:
+        runs_per_gpu: int = setting(1, "jobs sharing one GPU: ray num_gpus=1/R; slurm: R jobs per array task and "
+                                    "its GPU", "RUNS_PER_GPU", typed(int, at_least(1)))
+        cpus_per_job: Optional[int] = setting(None, "CPUs per job (default: ray 1, slurm the cluster's default)",
+                                              "CPUS_PER_JOB", typed(int, at_least(1)))
 
     def __init__(self, options):
         self.options = options
@@ -67,6 +105,14 @@ class Ray(Engine):
     """One Ray task per job, retried when its worker or node dies. --address / RAY_ADDRESS joins a
     cluster (`auto`: the one this machine belongs to); without, a Ray instance starts here."""
     name = "ray"
+    PROBE_S = 5  # how long the address may take to answer as a gRPC server (Ray's own retries take minutes)
+
+    @dataclass(frozen=True)
+    class Options(Engine.Options):
+        address: Optional[str] = setting(None, "the Ray cluster to join: HOST:PORT of its head or auto; default: "
+                                         "start a Ray instance on this machine", "RAY_ADDRESS")
+        retries: int = setting(3, "times a job is run again when its worker or node dies (3)",
+                               parse=typed(int, between(0, 100, integer=True)))
 
     def __init__(self, options):
         super().__init__(options)
@@ -76,11 +122,25 @@ class Ray(Engine):
             if not where:
                 raise UserError(f"--address (RAY_ADDRESS) must be HOST:PORT (the head's GCS port) or auto, "
                                 f"got {address!r}")
-            try:
-                socket.create_connection((where[1], int(where[2])), timeout=5).close()
-            except OSError as error:
-                raise UserError(f"--address (RAY_ADDRESS) {address}: cannot reach a Ray cluster there "
-                                f"({error})") from None
+            self.probe(where[1], int(where[2]))
+
+    def probe(self, host: str, port: int) -> None:
+        """A Ray head's GCS port is a gRPC (HTTP/2) server: it answers the HTTP/2 preface with a SETTINGS frame."""
+        try:
+            with socket.create_connection((host, port), timeout=self.PROBE_S) as connection:
+                connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+                answer = b""
+                while len(answer) < 9 and (chunk := connection.recv(9 - len(answer))):
+                    answer += chunk
+        except socket.timeout:
+            answer = b""
+        except OSError as error:
+            raise UserError(f"--address (RAY_ADDRESS) {self.options.address}: cannot reach a Ray cluster there "
+                            f"({error})") from None
+        if len(answer) < 9 or answer[3] != 4:
+            raise UserError(f"--address (RAY_ADDRESS) {self.options.address}: something listens there, but not a "
+                            f"Ray cluster (no gRPC answer within {self.PROBE_S} s); give the head's GCS port "
+                            "(`ray start --head` prints it, 6379 by default)")
 
     def start(self):
         import ray
@@ -89,6 +149,11 @@ class Ray(Engine):
             ray.init(address=self.options.address or "local", include_dashboard=False, log_to_driver=False, **local)
         except ConnectionError as error:
             raise UserError(f"--address (RAY_ADDRESS) {self.options.address}: {error}") from None
+        most = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+        if self.options.cpus_per_job and self.options.cpus_per_job > most:
+            ray.shutdown()
+            raise UserError(f"--cpus-per-job {self.options.cpus_per_job}: no node of the Ray cluster has that many "
+                            f"CPUs (the most is {most:g}), so no job could ever start")
 
     def has_gpu(self):
         import ray
@@ -128,7 +193,21 @@ class SlurmTask:
 class Slurm(Engine):
     """One array task per job (RUNS_PER_GPU jobs per task, sharing its GPU), through submitit."""
     name = "slurm"
+    title = "slurm (sbatch options; their SBATCH_* variables are read too)"
     SBATCH = ("partition", "gres", "account")
+    # squeue's reasons for a pending task that Slurm will never start
+    NEVER_STARTS = ("PartitionTimeLimit", "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit")
+
+    @dataclass(frozen=True)
+    class Options(Engine.Options):
+        partition: Optional[str] = setting(None, "", "SBATCH_PARTITION")
+        gres: Optional[str] = setting(None, "e.g. gpu:1 (one GPU per array task)", "SBATCH_GRES")
+        account: Optional[str] = setting(None, "", "SBATCH_ACCOUNT")
+        time: Optional[int] = setting(None, "time limit per array task (required; within the partition's); a task "
+                                      "that reaches it is requeued and resumes its job", "SBATCH_TIMELIMIT",
+                                      slurm_minutes)
+        array_parallelism: int = setting(256, "array tasks running at once (256)",
+                                         parse=typed(int, at_least(1)))
 
     def __init__(self, options):
         super().__init__(options)
@@ -155,6 +234,23 @@ class Slurm(Engine):
         if test.returncode != 0:
             said = "; ".join(line.strip() for line in test.stderr.splitlines() if line.strip())
             raise UserError(f"Slurm refuses {' '.join(flags)}: {said or f'sbatch exit {test.returncode}'}")
+        limit = self.partition_limit()
+        if limit is not None and self.options.time > limit[1]:
+            raise UserError(f"--time (SBATCH_TIMELIMIT) {self.options.time} minutes is above partition {limit[0]}'s "
+                            f"limit of {limit[1]} minutes: its tasks would wait forever (PartitionTimeLimit)")
+
+    def partition_limit(self) -> Optional[Tuple[str, int]]:
+        """(partition, its time limit in minutes) of the array's partition (given, else the default one),
+        or None when it has none or sinfo does not say."""
+        listed = subprocess.run(["sinfo", "--noheader", "--format=%P %l"], capture_output=True, text=True)
+        for line in listed.stdout.splitlines() if listed.returncode == 0 else ():
+            name, limit = (line.split() + [""])[:2]
+            if name.rstrip("*") == self.options.partition or (not self.options.partition and name.endswith("*")):
+                try:
+                    return name.rstrip("*"), slurm_minutes(limit)
+                except argparse.ArgumentTypeError:  # infinite, n/a
+                    return None
+        return None
 
     def has_gpu(self):
         return "gpu" in (self.options.gres or "")
@@ -183,6 +279,7 @@ class Slurm(Engine):
                     yield job, finished[0], None
             if waiting and time.time() - asked > SLURM_POLL_S:
                 asked, alive = time.time(), self.alive()
+                self.refuse_stuck(alive or {})
                 for key, (job, task) in list(waiting.items()):
                     if alive is not None and task not in alive and exit_record(state, job) is None:
                         del waiting[key]
@@ -190,11 +287,24 @@ class Slurm(Engine):
                                           "or its node failed)")
             time.sleep(1)
 
-    def alive(self) -> Optional[set]:
-        """The array's tasks Slurm still holds (pending or running), or None when squeue fails."""
-        listed = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={self.array}", "--format=%i"],
+    def alive(self) -> Optional[Dict[str, str]]:
+        """The array's tasks Slurm still holds (pending or running), each with its reason, or None when squeue
+        fails."""
+        listed = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={self.array}", "--format=%i %r"],
                                 capture_output=True, text=True)
-        return set(listed.stdout.split()) if listed.returncode == 0 else None
+        if listed.returncode != 0:
+            return None
+        return dict((line.split(maxsplit=1) + [""])[:2] for line in listed.stdout.splitlines() if line.strip())
+
+    def refuse_stuck(self, alive: Dict[str, str]) -> None:
+        """Cancel the array and say why when Slurm holds its tasks for a reason that never passes (a time
+        limit above the partition's or the account's, which `sbatch --test-only` accepts)."""
+        stuck = sorted({reason for reason in alive.values() if reason in self.NEVER_STARTS})
+        if stuck:
+            subprocess.run(["scancel", self.array], capture_output=True)
+            array, self.array = self.array, None
+            raise UserError(f"Slurm would never start the tasks of job array {array} ({', '.join(stuck)}: --time "
+                            f"{self.options.time} minutes is above a limit of the partition or account); cancelled it")
 
     def close(self, interrupted):
         if interrupted and self.array:

@@ -25,10 +25,25 @@ def run_label(seed, learning_rate) -> str:
     return f"seed={seed} learning_rate={float(learning_rate):g}"
 
 
+def last_flag(argv, flag):
+    """(index of the last `flag` in `argv`, as `flag VALUE` or `flag=VALUE`, or None; its value or None)."""
+    position = value = None
+    for i, arg in enumerate(argv):
+        name, sep, inline = arg.partition("=")
+        if name == flag:
+            position, value = i, inline if sep else (argv[i + 1:i + 2] or [""])[0]
+    return position, value
+
+
+def flag_value(argv, flag, default):
+    """The last value of `flag` in an argument list, or `default`."""
+    value = last_flag(argv, flag)[1]
+    return default if value is None else value
+
+
 def label_of(argv) -> str:
     """run_label of one run's argument list (as expand_argv gives it)."""
-    values = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag in PACKED_FLAGS}
-    return run_label(values.get("--seed", "?"), values.get("--learning_rate", "nan"))
+    return run_label(flag_value(argv, "--seed", "?"), flag_value(argv, "--learning_rate", "nan"))
 
 
 def placeholder(flag):
@@ -119,12 +134,9 @@ def check_folders(runs):
 def output_dir_of(argv):
     """(index of the last --output_dir in `argv` or None, its value or the default)."""
     from src.arguments import DeltaTrainingArguments
-    position = None
-    output_dir = next(f.default for f in dataclasses.fields(DeltaTrainingArguments) if f.name == "output_dir")
-    for i, arg in enumerate(argv):
-        flag, sep, inline = arg.partition("=")
-        if flag == "--output_dir":
-            position, output_dir = i, inline if sep else (argv[i + 1:i + 2] or [""])[0]
+    position, output_dir = last_flag(argv, "--output_dir")
+    if position is None:
+        output_dir = next(f.default for f in dataclasses.fields(DeltaTrainingArguments) if f.name == "output_dir")
     return position, output_dir
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from src.engines import ENGINES
+from src.engines import ENGINES, slurm_minutes
 from src.identity import run_identity
 from src.results import METRIC_KEY, read_results
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
@@ -179,13 +179,35 @@ def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, l
     assert_nothing_starts_again(tmp_path, "slurm", monkeypatch)
 
 
+SLURM_REFUSES = {  # options -> culprit; sbatch --test-only accepts a time above the partition's limit
+    "an unknown partition": (["--time", "5", "--partition", "nosuch"], "invalid partition specified: nosuch"),
+    "a time above the partition's limit": (["--time", "20", "--partition", "short"],
+                                           "above partition short's limit of 10 minutes"),
+}
+
+
 @pytest.mark.slow  # uses the module's Slurm cluster
-def test_slurm_option_that_slurm_rejects_is_one_error_line(slurm_conf, tmp_path, capsys, monkeypatch, data_root):
+@pytest.mark.parametrize("case", SLURM_REFUSES)
+def test_slurm_option_that_slurm_rejects_is_one_error_line(case, slurm_conf, tmp_path, capsys, monkeypatch, data_root):
+    options, culprit = SLURM_REFUSES[case]
     monkeypatch.setenv("SLURM_CONF", slurm_conf)
-    jobs = job_list(tmp_path, data_root)
-    code = launch.main(["--engine", "slurm", "--time", "5", "--partition", "nosuch", str(jobs)])
-    assert_refused(code, capsys, "invalid partition specified: nosuch", tmp_path)
+    code = launch.main(["--engine", "slurm", *options, str(job_list(tmp_path, data_root))])
+    assert_refused(code, capsys, culprit, tmp_path)
     assert slurm(slurm_conf, "squeue", "--noheader").stdout == ""
+
+
+@pytest.mark.slow  # uses the module's Slurm cluster
+def test_slurm_tasks_held_forever_cancel_the_array(slurm_conf, tmp_path, capsys, monkeypatch, data_root):
+    """A limit the launcher cannot see beforehand (here: sinfo says nothing) shows in squeue once submitted."""
+    monkeypatch.setenv("SLURM_CONF", slurm_conf)
+    monkeypatch.setattr(ENGINES["slurm"], "partition_limit", lambda self: None)
+    jobs = job_list(tmp_path, data_root)
+    code = launch.main(["--engine", "slurm", "--time", "20", "--partition", "short", str(jobs)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1 and "(PartitionTimeLimit:" in errors[0], err
+    assert "goes on" not in err and not (tmp_path / "log").exists()
+    wait_for(lambda: slurm(slurm_conf, "squeue", "--noheader").stdout == "", 30, "the array to be cancelled")
 
 
 # ---- bad input (in-process, seconds) --------------------------------------------------------
@@ -233,10 +255,76 @@ def test_slurm_without_sbatch_or_time_limit_is_one_error_line(tmp_path, capsys, 
     assert_refused(launch.main(["--engine", "slurm", str(jobs)]), capsys, "time limit", tmp_path)
 
 
-def test_a_line_that_is_not_a_job_is_refused_before_anything_runs(tmp_path, capsys):
-    (tmp_path / "jobs.txt").write_text(f"touch {tmp_path}/ran\n")
-    assert_refused(launch.main([str(tmp_path / "jobs.txt")]), capsys, "jobs.txt:1: not a job line", tmp_path)
+BAD_JOB_LISTS = {  # case -> (a job list's text from a good line, culprit)
+    "a command": (lambda line, tmp: f"touch {tmp}/ran", "jobs.txt:1: not a job line"),
+    "a $(...) in a variable": (lambda line, tmp: line.replace("TAG=t", f"TAG=$(touch {tmp}/ran)"), "not a job line"),
+    "a `...` in an argument": (lambda line, tmp: f"{line} `touch {tmp}/ran`", "not a job line"),
+    "a second command": (lambda line, tmp: f"{line} ; touch {tmp}/ran", "not a job line"),
+    "a NUL byte": (lambda line, tmp: f"{line} --tag a\0b", "jobs.txt:1: not a job line"),
+    "a 200 kB line": (lambda line, tmp: line + " --tag" * 40000, "jobs.txt:1: a job line of 240"),
+}
+
+
+@pytest.mark.parametrize("mode", [[], ["--status"], ["--pending"]])
+@pytest.mark.parametrize("case", BAD_JOB_LISTS)
+def test_a_line_that_is_not_a_job_is_refused_before_anything_runs(case, mode, tmp_path, capsys):
+    """A job list is parsed, never run as a script: not even --status runs what a line holds."""
+    text, culprit = BAD_JOB_LISTS[case]
+    jobs = job_list(tmp_path)
+    jobs.write_text(text(jobs.read_text().strip(), tmp_path) + "\n")
+    assert_refused(launch.main([*mode, str(jobs)]), capsys, culprit, tmp_path)
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("how", ["a FIFO", "a process substitution"])
+def test_a_job_list_that_is_not_a_regular_file_is_one_error_line_at_once(how, tmp_path):
+    """A FIFO would block the launcher; <(...) has no folder for the job list's state."""
+    jobs = job_list(tmp_path)
+    if how == "a FIFO":
+        os.mkfifo(tmp_path / "fifo.txt")
+        command = f"{sys.executable} tools/launch.py {tmp_path}/fifo.txt"
+    else:
+        command = f"{sys.executable} tools/launch.py <(cat {jobs})"
+    result = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    assert "is not a regular file" in errors[0]
+    assert not (tmp_path / "log").exists() and not list(tmp_path.glob("*.state"))
+
+
+def test_a_state_folder_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    jobs = job_list(tmp_path)
+    (tmp_path / "jobs.txt.state").write_text("not a folder")
+    code = launch.main([str(jobs)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1 and "jobs.txt.state is not a folder" in errors[0]
+    assert (tmp_path / "jobs.txt.state").read_text() == "not a folder" and not (tmp_path / "log").exists()
+
+
+def test_ray_retries_beyond_reason_are_refused_before_ray_starts(tmp_path, capsys, monkeypatch, data_root):
+    monkeypatch.setattr(ENGINES["ray"], "start", lambda self: pytest.fail("ray started"))
+    code = launch.main(["--engine", "ray", "--retries", str(10 ** 20), str(job_list(tmp_path, data_root))])
+    assert_refused(code, capsys, "--retries: must be an integer in [0, 100]", tmp_path)
+
+
+def test_a_ray_address_where_something_else_listens_is_one_error_line_at_once(tmp_path, capsys, data_root):
+    """A live TCP port that is not Ray's: Ray itself would retry for minutes."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()  # the kernel accepts connections; nothing ever answers
+        started = time.time()
+        code = launch.main(["--engine", "ray", "--address", f"127.0.0.1:{server.getsockname()[1]}",
+                            str(job_list(tmp_path, data_root))])
+    assert_refused(code, capsys, "something listens there, but not a Ray cluster", tmp_path)
+    assert time.time() - started < 15
+
+
+@pytest.mark.slow  # starts a local Ray instance (seconds to a minute on a busy machine)
+def test_more_cpus_per_job_than_any_ray_node_has_is_one_error_line(tmp_path, capsys, data_root):
+    code = launch.main(["--engine", "ray", "--cpus-per-job", str(os.cpu_count() + 62),
+                        str(job_list(tmp_path, data_root))])
+    assert_refused(code, capsys, "no node of the Ray cluster has that many CPUs", tmp_path)
 
 
 def test_help_says_packs_are_slower_on_cpu(capsys):
@@ -248,7 +336,7 @@ def test_help_says_packs_are_slower_on_cpu(capsys):
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),
                                            ("1-2:03", 1563), ("0-0:0:1", 1)])
 def test_slurm_times_in_minutes(text, minutes):
-    assert launch.slurm_minutes(text) == minutes
+    assert slurm_minutes(text) == minutes
 
 
 def test_status_names_what_failed_with_its_error_line(tmp_path, capsys):

@@ -1,9 +1,12 @@
 """Faults around a run: an unwritable log or output, a full disk, an I/O error at the end, a NaN loss,
-two identical runs at once, a sweep without data. Nothing computed is lost and nothing half-done is logged.
+two identical runs at once, a sweep without data, a sweep killed while its run starts. Nothing computed is lost
+and nothing half-done is logged.
 
 Tests run as root, which ignores permission bits: an unwritable folder is one under a file, or /proc.
 """
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -179,3 +182,36 @@ def test_a_checkpoint_missing_tensors_is_one_warning_line(headless_bert, data_ro
         f"warning: --model_name_or_path {headless_bert} lacks 5 of the model's tensors "
         "(e.g. mlm.cls.predictions.bias): they are drawn from --seed"]
     assert not [record for record in logged if "newly initialized" in record.getMessage()]
+
+
+@pytest.mark.slow  # a sweep started, killed, and its run's end waited for: about a minute
+@pytest.mark.parametrize("killed", ["the sweep's process group", "the launcher alone"])
+def test_a_killed_sweep_leaves_no_run_to_log_late(killed, tmp_path, tiny_roberta, data_root):
+    """`kill -9` of the sweep (run_one_task.sh and the launcher), or of the launcher alone, while a run is
+    starting: the run's process group stops with it and never logs (it would in seconds: MAX_STEP=2)."""
+    from tests.test_engines import ATTEMPT, group_alive, wait_for
+    from tests.test_scripts import SCRIPT_VARIABLES
+    env = {k: v for k, v in os.environ.items() if k not in SCRIPT_VARIABLES}
+    env.update(PYTHON=sys.executable, TASK="SST-2", SEEDS="13", LRS="1e-3", COMBOS="bias", HARDS="Y",
+               MODEL=tiny_roberta, MAX_STEP="2", EVAL_STEP="1", DATA_ROOT=str(data_root),
+               LOG_FILE=str(tmp_path / "log"), RESULT_DIR=str(tmp_path / "result"))
+    sweep = subprocess.Popen(["bash", str(ROOT / "run_one_task.sh"), f"--feature_cache_dir {tmp_path / 'cache'}"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def started():  # (launcher pid, job group) once the job's script has started run.py
+            for err in (tmp_path / "log.jobs").glob("*.state/*.err"):
+                if "run.py" in (text := err.read_text()):
+                    return tuple(map(int, ATTEMPT.search(text).groups()))
+        launcher, group = wait_for(started, 120, "the job to start run.py")
+        if killed == "the launcher alone":
+            os.kill(launcher, signal.SIGKILL)
+        else:
+            os.killpg(sweep.pid, signal.SIGKILL)
+        wait_for(lambda: not group_alive(group), 30, "the job's process group to stop with its launcher")
+    finally:
+        try:
+            os.killpg(sweep.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        sweep.wait()
+    assert not (tmp_path / "log").exists() or (tmp_path / "log").read_text() == ""

@@ -15,6 +15,7 @@ from src.dataset import FewShotDataset
 from src.errors import UserError
 from src.experiment import Experiment
 from src.identity import run_identity
+from src.launch import describe_all
 from src.results import METRIC_KEY
 from src.tasks import TASKS, TaskError, get_task, load_task_file, read_examples
 from tests.test_scripts import ROOT, read_log, run_script
@@ -294,7 +295,6 @@ def test_task_name_and_task_file_must_agree(kshot, tiny_bert, tmp_path, capsys):
 
 def test_every_job_line_carries_the_task_file(kshot, tmp_path):
     """A job line runs anywhere (another node, a Ray worker, a Slurm task): it names the task file itself."""
-    from src.launch import describe_all
     env = dict(TASK_FILE=TASK_FILE, PRINT_JOBS=1, DATA_ROOT=kshot, K=8, SEEDS="13 42", LRS="1e-3", HARDS="Y",
                COMBOS="none bias", LOG_FILE=tmp_path / "log", RESULT_DIR=tmp_path / "result")
     result = run_script("run_one_task.sh", env)

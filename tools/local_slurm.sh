@@ -9,7 +9,8 @@
 #   sudo bash tools/local_slurm.sh stop DIR      # cancels its jobs, stops the daemons
 #
 # SLURMCTLD_PORT (16817), SLURMD_PORT (16818): the daemons' ports. The node is this host as
-# `slurmd -C` sees it (all its CPUs), in one partition `local`; processes tracked by parent
+# `slurmd -C` sees it (all its CPUs), in partition `local` (the default, no time limit) and
+# `short` (10 minutes at most); processes tracked by parent
 # (proctrack/linuxproc), no cgroups, no accounting (squeue, not sacct, tells what runs).
 set -euo pipefail
 (($# == 2)) && [[ $1 == start || $1 == stop ]] || { echo "usage: bash $(basename "$0") start|stop DIR" >&2; exit 2; }
@@ -78,6 +79,7 @@ ReturnToService=2
 KillWait=10
 $NODE NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=local Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=short Nodes=$HOST MaxTime=10 State=UP
 EOF
 slurmctld -f "$CONF" || die "slurmctld did not start (see $DIR/log/slurmctld.log)"
 slurmd -f "$CONF" || die "slurmd did not start (see $DIR/log/slurmd.log)"
