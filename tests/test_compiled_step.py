@@ -3,6 +3,7 @@ forward and backward compiled and its per-step walks over the model's modules go
 eager run's (tiny RoBERTa, dropout off). Dynamo's `eager` backend traces the model as inductor's would but
 compiles nothing (seconds); tests/test_lean_step.py trains with inductor itself."""
 import pytest
+import torch
 
 from src.trainer import DeltaTrainer
 from tests.test_packed import TOLERANCE, assert_runs_equal, command, run_in
@@ -28,6 +29,20 @@ def logs(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def training_modes(monkeypatch):
+    """For each training forward: whether every module of the model was in training mode (dropout on)."""
+    seen = []
+    compute_loss = DeltaTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        if torch.is_grad_enabled():
+            seen.append(all(module.training for module in self.model.modules()))
+        return compute_loss(self, model, inputs, *args, **kwargs)
+    monkeypatch.setattr(DeltaTrainer, "compute_loss", recording)
+    return seen
+
+
 def assert_logs_equal(compiled, eager):
     assert len(compiled) == len(eager)
     for (_, history_c), (_, history_e) in zip(compiled, eager):
@@ -38,9 +53,11 @@ def assert_logs_equal(compiled, eager):
 
 
 @pytest.mark.parametrize("schedule", [dict(max_steps=4), dict(epochs=2)], ids=["eval every 2 steps", "every epoch"])
-def test_compiled_step_equals_the_eager_run(no_dropout_roberta, data_root, tmp_path, monkeypatch, logs, schedule):
+def test_compiled_step_equals_the_eager_run(no_dropout_roberta, data_root, tmp_path, monkeypatch, logs, training_modes,
+                                            schedule):
     """Records (dev history, best step, scores), saved deltas and the Trainer's logs (loss, grad_norm,
-    learning rate, each evaluation) within 1e-5; two stages, so two Trainers in one run."""
+    learning rate, each evaluation) within 1e-5; two stages, so two Trainers in one run; every training
+    forward in training mode, after the evaluations too."""
     argv = command(no_dropout_roberta, data_root, "prompt,bias", ["42"], ["3e-4"], **schedule)
     argv.insert(argv.index("prompt,bias") + 1, "adapter")
     argv += ["--pad_to_multiple_of", "16", "--logging_steps", "1", "--max_grad_norm", "0.01"]
@@ -49,6 +66,7 @@ def test_compiled_step_equals_the_eager_run(no_dropout_roberta, data_root, tmp_p
     assert run_in(tmp_path / "compiled", argv + COMPILED, monkeypatch) == 0
     compiled = logs[len(eager):]
     assert [lean for lean, _ in eager] == [False, False] and [lean for lean, _ in compiled] == [True, True]
+    assert training_modes and all(training_modes)  # after each evaluation too
     assert any("grad_norm" in entry for _, history in compiled for entry in history)
     assert_logs_equal(compiled, eager)
     assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore=IGNORE | {"pad_to_multiple_of"})
