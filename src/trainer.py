@@ -1,5 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
 import contextlib
+import sys
 from typing import Callable
 
 import numpy as np
@@ -58,10 +59,16 @@ class DeltaTrainer(Trainer):
         self.eval_history = []
         self._tracking = False
         self._all_finite = None  # device flag: every training loss so far finite
+        self._trained = self._zeroed = None
 
     def train(self, *args, **kwargs):
-        with self.tracking():
-            output = super().train(*args, **kwargs)
+        try:
+            with self.tracking():
+                output = super().train(*args, **kwargs)
+        finally:
+            if self._zeroed is not None:  # the model's own zero_grad again
+                del self._zeroed.zero_grad
+                self._zeroed = None
         self.check_finite_loss()
         return output
 
@@ -74,12 +81,63 @@ class DeltaTrainer(Trainer):
         finally:
             self._tracking = False
 
-    def training_step(self, *args, **kwargs):
-        """The Trainer's step; a NaN or infinite loss is remembered on the device (no host sync per
-        step) and stops the run at the next evaluation or at the end of training."""
-        loss = super().training_step(*args, **kwargs)
+    def create_accelerator_and_postprocess(self):
+        """With --torch_compile, the compiled step (`lean_step`) where nothing of the Trainer's own step applies."""
+        super().create_accelerator_and_postprocess()
+        reason = why_not_lean(self.args) if self.args.torch_compile else None
+        if reason:
+            print(f"note: --torch_compile compiles the model's forward only ({reason})", file=sys.stderr)
+        self.lean = self.args.torch_compile and reason is None
+        if self.lean:  # the Trainer clips `model.parameters()`: a walk over every module, each step
+            self.accelerator.clip_grad_norm_ = self.clip_trained
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step (the lean one where it applies: `lean_step`); a NaN or infinite loss is
+        remembered on the device (no host sync per step) and stops the run at the next evaluation or at
+        the end of training."""
+        if self.lean:
+            loss = self.lean_step(model, inputs)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         self.note_loss(loss)
         return loss
+
+    def lean_step(self, model, inputs):
+        """The compiled step: the Trainer's training step where nothing of its own applies (`why_not_lean`),
+        through the model that the Trainer compiled (--torch_compile: forward and backward), without the
+        walks over the model's ~1,400 modules that cost as much as the compiled forward and backward:
+        `model.train()` only after an evaluation; the Trainer's `model.zero_grad()` after the optimizer
+        step sets the trained tensors' gradients to None only (`zero_trained`), and its clipping takes
+        only those (`clip_trained`). The optimizer is the Trainer's, fused AdamW by default."""
+        if not self.model.training:
+            model.train()
+        if "zero_grad" not in vars(model):
+            model.zero_grad = self.zero_trained  # until the end of train()
+            self._zeroed = model
+        with self.compute_loss_context_manager():
+            loss = self.compute_loss(model, self._prepare_inputs(inputs))
+        loss.backward()
+        return loss.detach()
+
+    def trained_tensors(self):
+        """The tensors this Trainer trains, in the model's order (the order the Trainer clips them in)."""
+        if self._trained is None:
+            self._trained = [p for p in self.model.parameters() if p.requires_grad]
+        return self._trained
+
+    def zero_trained(self, set_to_none=True):
+        for p in self.trained_tensors():
+            p.grad = None
+
+    def clip_trained(self, parameters, max_norm, norm_type=2):
+        """The Trainer's gradient clipping (torch's clip_grad_norm_) over the trained tensors only, by
+        foreach kernels; returns the total norm, which the Trainer logs as grad_norm."""
+        grads = [p.grad for p in self.trained_tensors() if p.grad is not None]
+        if not grads:
+            return torch.tensor(0.0)
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, norm_type)), norm_type)
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
 
     def note_loss(self, loss):
         """Remember on the device whether every training loss so far was finite (packed runs too)."""
@@ -115,6 +173,22 @@ class DeltaTrainer(Trainer):
                 self.best_value, self.best_step = value, self.state.global_step
                 self.best_state = delta_state(self.model)
         return metrics
+
+
+def why_not_lean(args):
+    """Why the Trainer's own training step must run (something of it applies), or None."""
+    if args.gradient_accumulation_steps != 1:
+        return "gradient accumulation"
+    if args.fp16:
+        return "fp16 loss scaling"
+    if args.world_size > 1 or args.deepspeed or args.fsdp:
+        return "several processes"
+    optim = args.optim.value
+    if optim in ("lomo", "adalomo") or optim.startswith("schedule_free"):
+        return f"--optim {optim} works inside the Trainer's training step"
+    if args.torch_empty_cache_steps:
+        return "--torch_empty_cache_steps works inside the Trainer's training step"
+    return None
 
 
 def delta_state(model):

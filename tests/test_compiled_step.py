@@ -1,0 +1,84 @@
+"""The compiled step (`--torch_compile`, src/trainer.py's `lean_step`): the Trainer's own `train()` with the
+forward and backward compiled and its per-step walks over the model's modules gone; every result equals the
+eager run's (tiny RoBERTa, dropout off). Dynamo's `eager` backend traces the model as inductor's would but
+compiles nothing (seconds); tests/test_lean_step.py trains with inductor itself."""
+import pytest
+import torch
+
+from src.trainer import DeltaTrainer
+from tests.test_packed import TOLERANCE, assert_runs_equal, command, run_in
+
+pytestmark = pytest.mark.slow  # about 30 s of CPU; minutes under load
+
+COMPILED = ["--torch_compile", "--torch_compile_backend", "eager", "--pad_to_multiple_of", "16"]
+IGNORE = {"torch_compile", "torch_compile_backend"}
+
+
+@pytest.fixture
+def logs(monkeypatch):
+    """Every Trainer's log history and whether it took the lean step, in the order they trained."""
+    seen = []
+    train = DeltaTrainer.train
+
+    def recording(self, *args, **kwargs):
+        output = train(self, *args, **kwargs)
+        assert "zero_grad" not in vars(self.model) and "zero_grad" not in vars(self.model_wrapped)
+        seen.append((self.lean, self.state.log_history))
+        return output
+    monkeypatch.setattr(DeltaTrainer, "train", recording)
+    return seen
+
+
+@pytest.fixture
+def training_modes(monkeypatch):
+    """For each training forward: whether every module of the model was in training mode (dropout on)."""
+    seen = []
+    compute_loss = DeltaTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        if torch.is_grad_enabled():
+            seen.append(all(module.training for module in self.model.modules()))
+        return compute_loss(self, model, inputs, *args, **kwargs)
+    monkeypatch.setattr(DeltaTrainer, "compute_loss", recording)
+    return seen
+
+
+def assert_logs_equal(compiled, eager):
+    assert len(compiled) == len(eager)
+    for (_, history_c), (_, history_e) in zip(compiled, eager):
+        assert [set(entry) for entry in history_c] == [set(entry) for entry in history_e]
+        for entry_c, entry_e in zip(history_c, history_e):
+            for key in entry_c.keys() - {"train_runtime", "train_samples_per_second", "train_steps_per_second"}:
+                assert entry_c[key] == pytest.approx(entry_e[key], abs=TOLERANCE), key
+
+
+@pytest.mark.parametrize("schedule", [dict(max_steps=4), dict(epochs=2)], ids=["eval every 2 steps", "every epoch"])
+def test_compiled_step_equals_the_eager_run(no_dropout_roberta, data_root, tmp_path, monkeypatch, logs, training_modes,
+                                            schedule):
+    """Records (dev history, best step, scores), saved deltas and the Trainer's logs (loss, grad_norm,
+    learning rate, each evaluation) within 1e-5; two stages, so two Trainers in one run; every training
+    forward in training mode, after the evaluations too."""
+    argv = command(no_dropout_roberta, data_root, "prompt,bias", ["42"], ["3e-4"], **schedule)
+    argv.insert(argv.index("prompt,bias") + 1, "adapter")
+    argv += ["--pad_to_multiple_of", "16", "--logging_steps", "1", "--max_grad_norm", "0.01"]
+    assert run_in(tmp_path / "eager", argv, monkeypatch) == 0
+    eager = logs[:]
+    assert run_in(tmp_path / "compiled", argv + COMPILED, monkeypatch) == 0
+    compiled = logs[len(eager):]
+    assert [lean for lean, _ in eager] == [False, False] and [lean for lean, _ in compiled] == [True, True]
+    assert training_modes and all(training_modes)  # after each evaluation too
+    assert any("grad_norm" in entry for _, history in compiled for entry in history)
+    assert_logs_equal(compiled, eager)
+    assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore=IGNORE | {"pad_to_multiple_of"})
+
+
+@pytest.mark.parametrize("option, reason", [
+    (["--gradient_accumulation_steps", "2"], "gradient accumulation"),
+    (["--torch_empty_cache_steps", "2"], "--torch_empty_cache_steps works inside the Trainer's training step"),
+])
+def test_compiled_step_does_not_apply(tiny_roberta, data_root, tmp_path, monkeypatch, capsys, logs, option, reason):
+    """Where the Trainer's own step must run, --torch_compile compiles the model's forward only, and says so."""
+    argv = command(tiny_roberta, data_root, "bias", ["42"], ["1e-3"], max_steps=2) + COMPILED + option
+    assert run_in(tmp_path / "run", argv, monkeypatch) == 0
+    assert f"note: --torch_compile compiles the model's forward only ({reason})" in capsys.readouterr().err
+    assert [lean for lean, _ in logs] == [False]

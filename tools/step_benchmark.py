@@ -1,0 +1,153 @@
+"""Per-step time of training, end to end through run.py (figures: docs/PERFORMANCE.md, "Step time").
+
+    python tools/step_benchmark.py --data_dir ../shared/data/k-shot/SST-2/16-42 \
+        --setting "compiled=--torch_compile --pad_to_multiple_of 16" --setting "pack20=--seed $(seq -s ' ' 1 20)"
+
+Each setting is run.py with extra arguments, on the deep-narrow stand-in (roberta-large's 24 layers
+at width 16, one attention head, FFN 64: `src/random_models.create`, real RoBERTa vocabulary), SST-2
+16-shot, `prompt,bias,adapter`, batch 4, one torch thread (OMP_NUM_THREADS=1), dropout as the model's.
+Per-step time = (time at the end of step S2 - time at the end of step S1) / (S2 - S1) inside one run.py
+process (a clock on the Trainer's step-end callbacks; S1 = 20, S2 = --steps), so start-up, compilation
+(which under load varies by more than a hundred steps take: walls of whole processes do not cancel it)
+and the final evaluation stay out; no evaluation in between. Each setting runs --repeats times, the
+settings round-robin, and the fastest counts. A pack (`--seed` with K values) gives per-run-step time =
+per-step time / K (its first run's clock: the pack steps all runs together).
+
+The baseline `eager` (no extra arguments: today's single run) is always measured in the same
+invocation; each setting's ratio is B / its per-run-step time. Output: `metric<TAB>value` lines.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.checks import ArgumentParser, at_least, typed  # noqa: E402
+from src.errors import UserError, cli  # noqa: E402
+
+BASELINE = "eager"
+SKIPPED = 20  # steps before the clock starts: compilation, and recompilation for a second batch shape
+MODEL = dict(hidden_size=16, num_hidden_layers=24, num_attention_heads=1, intermediate_size=64)
+RUN_ARGS = ["--task_name", "SST-2", "--template", "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
+            "--mapping", "{'0':'terrible','1':'great'}", "--training_params", "prompt,bias,adapter", "--do_train",
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32", "--learning_rate", "1e-3",
+            "--seed", "42", "--eval_strategy", "steps", "--eval_steps", "1000000", "--dev_as_test",
+            "--skip_train_eval", "--disable_tqdm", "true"]
+
+
+def setting(text):
+    """NAME=ARGS: a name for the output and run.py's extra arguments (split at spaces)."""
+    name, sep, extra = text.partition("=")
+    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum() or name == BASELINE:
+        raise argparse.ArgumentTypeError(f"expected NAME=ARGS with a name of letters, digits, - or _ (not "
+                                         f"{BASELINE!r}, the baseline), got {text!r}")
+    return name, extra.split()
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="SST-2 k-shot folder (train.tsv, dev.tsv)")
+    parser.add_argument("--setting", type=setting, action="append", default=[],
+                        help="NAME=ARGS: a setting beside the baseline (repeatable)")
+    parser.add_argument("--steps", type=typed(int, at_least(SKIPPED + 10)), default=120,
+                        help=f"steps per run; timed: those after step {SKIPPED}")
+    parser.add_argument("--repeats", type=typed(int, at_least(1)), default=2,
+                        help="runs per setting; the fastest counts")
+    parser.add_argument("--work_dir", default=None, help="model, feature cache and runs (default: a temporary one)")
+    args = parser.parse_args(argv)
+    if not (Path(args.data_dir) / "train.tsv").is_file():
+        raise UserError(f"--data_dir: no train.tsv in {args.data_dir}")
+    return args
+
+
+def runs_of(extra):
+    """How many runs the extra arguments make: the values after --seed (K for a pack), else 1."""
+    if "--seed" not in extra:
+        return 1
+    values = extra[extra.index("--seed") + 1:]
+    return next((i for i, value in enumerate(values) if value.startswith("--")), len(values))
+
+
+def step_times(argv):
+    """run.py's main(argv) with a clock on the first Trainer that trains: the time at the end of each of
+    its steps, written to step_times.json (in a child process: `per_step`)."""
+    from run import main
+    from src.trainer import DeltaTrainer
+    from transformers import TrainerCallback
+    times, train = [], DeltaTrainer.train
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+    def clocked(self, *args, **kwargs):
+        if not times:
+            self.add_callback(Clock())
+        return train(self, *args, **kwargs)
+    DeltaTrainer.train = clocked
+    status = main(argv)
+    Path("step_times.json").write_text(json.dumps(times))
+    return status
+
+
+def per_step(work, data_dir, extra, steps, tag):
+    """Seconds per step of the setting, from one run.py process of `steps` steps: (time at the end of
+    step S2 - time at the end of step S1) / (S2 - S1), S2 = `steps`, S1 = SKIPPED."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
+    argv = [*RUN_ARGS, "--model_name_or_path", str(work / "model"), "--data_dir", str(data_dir),
+            "--max_steps", str(steps), "--feature_cache_dir", str(work / "cache"),
+            "--output_dir", str(folder / "out" / "{seed}"), "--log_file", str(folder / "log"), *extra]
+    child = "import sys; from tools.step_benchmark import step_times; sys.exit(step_times(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run([sys.executable, "-c", child, *argv], cwd=folder, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"setting {tag!r}: run.py exited {done.returncode}: "
+                        f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    times = json.loads((folder / "step_times.json").read_text())
+    return (times[steps - 1] - times[SKIPPED - 1]) / (steps - SKIPPED)
+
+
+def measure(args, work):
+    """metric, value: each setting's seconds per run-step (the smallest of --repeats), and B's ratios."""
+    from src.random_models import create
+    create("roberta", work / "model", **MODEL)
+    settings = [(BASELINE, []), *args.setting]
+    seconds = {name: [] for name, _ in settings}
+    for repeat in range(args.repeats):  # round-robin, a rotating order
+        for name, extra in settings[repeat % len(settings):] + settings[:repeat % len(settings)]:
+            seconds[name].append(per_step(work, args.data_dir, extra, args.steps, name) / runs_of(extra))
+    for name, extra in settings:
+        yield f"runs_{name}", runs_of(extra)
+        yield f"per_run_step_ms_{name}_each", " ".join(f"{1000 * s:.2f}" for s in seconds[name])
+    for name, _ in settings:
+        yield f"per_run_step_ms_{name}", f"{1000 * min(seconds[name]):.2f}"
+    for name, _ in settings[1:]:
+        yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    print(f"model\troberta {' '.join(f'{k}={v}' for k, v in MODEL.items())}")
+    print(f"steps\t{args.steps} (timed: {SKIPPED + 1} to {args.steps})")
+    for name, extra in args.setting:
+        print(f"setting_{name}\t{' '.join(extra)}")
+    with tempfile.TemporaryDirectory(prefix="step-benchmark-") as scratch:
+        work = Path(args.work_dir or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        for metric, value in measure(args, work):
+            print(f"{metric}\t{value}", flush=True)
+    print(f"benchmark_wall_s\t{time.time() - started:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
