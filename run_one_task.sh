@@ -161,11 +161,11 @@ if [[ -s $LOG ]]; then
     "$PY" "$HERE/tools/gather_result.py" --log_file "$LOG" ${TASK_FILE:+--task_file "$TASK_FILE"} \
         --condition "${CONDITIONS[@]}" || true
     echo
+    rows=(--task "$TASK_NAME")
+    [[ -n ${TASK_FILE:-} ]] && rows=(--task_file "$TASK_FILE")
     if [[ $SWEEP == mulstage ]]; then
-        echo "Figure: $PY tools/plot_mulstage.py --log_file $LOG --task $TASK_NAME --tag $TAG --output mulstage-$TASK_NAME.png"
+        echo "Figure: $PY tools/plot_mulstage.py --log_file $LOG ${rows[*]} --tag $TAG --output mulstage-$TASK_NAME.png"
     else
-        rows=(--task "$TASK_NAME")
-        [[ -n ${TASK_FILE:-} ]] && rows=(--task_file "$TASK_FILE")
         echo "Table: $PY tools/make_table.py --log_file $LOG ${rows[*]} --tag $TAG"
         "$PY" "$HERE/tools/make_table.py" --log_file "$LOG" "${rows[@]}" --tag "$TAG" || true
     fi

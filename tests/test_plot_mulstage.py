@@ -1,11 +1,12 @@
 """plot_mulstage: a hand-made multi-stage log → one PNG with a panel per stage order."""
 import itertools
+import json
 import os
 
 import pytest
 
 from src.results import append_result
-from src.tasks import get_task
+from src.tasks import get_task, load_task_file
 from tools.plot_mulstage import main, select_runs, stage_label
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -39,6 +40,27 @@ def test_select_runs_keeps_the_best_final_dev_per_order_and_template_kind():
     assert len(select_runs(records() + with_template, get_task("SST-2"), tag="mul")) == 12
     assert {r["learning_rate"] for r in runs.values()} == {1e-3}
     assert select_runs(records(), get_task("SST-2"), tag="other") == {}
+
+
+def test_a_task_file_draws_the_runs_of_its_content_only(tmp_path):
+    """A task of your own (--task_file): the records that keep that file's content, not those of another
+    file of the same task name."""
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps(dict(get_task("SST-2").definition(), name="mine")))
+    definition = load_task_file(task_file).definition()
+    own = [dict(r, task_name="mine", mine_dev_eval_acc=r["sst-2_dev_eval_acc"], task_file=definition)
+           for r in records()]
+    # better scores, but another file of the same task name
+    other = [dict(r, task_file=dict(definition, template="*cls**sent_0*_So*mask*.*sep+*"),
+                  stages=r["stages"][:-1] + [dict(r["stages"][-1], dev={"acc": 0.99})]) for r in own if r["stages"]]
+    runs = select_runs(records() + own + other, load_task_file(task_file), tag="mul")
+    assert len(runs) == 6 and all(r["task_file"] == definition for r in runs.values())
+    log = tmp_path / "log"
+    for record in other + own:
+        append_result(log, record)
+    output = tmp_path / "own.png"
+    assert main(["--log_file", str(log), "--task_file", str(task_file), "--tag", "mul", "--output", str(output)]) == 0
+    assert output.read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_stage_labels_follow_the_paper():

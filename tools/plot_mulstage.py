@@ -3,10 +3,13 @@ template kind (with manual template / soft-only, as in the paper's 12 panels).
 
 Each multi-stage record (`training_params` with several space-separated stages) carries its
 stages' eval histories; stage i is drawn after the end of stage i-1 (offset i × max_steps), coloured
-by method (the delta registry's labels: PT = prompt, BF = BitFit, AP = adapter, ...). With several records of one order (learning
-rates, seeds) and template kind, the one with the best final-stage dev score is drawn.
+by method (the delta registry's labels: PT = prompt, BF = BitFit, AP = adapter, ...). With several
+records of one order (learning rates, seeds) and template kind, the one with the best final-stage dev
+score is drawn.
 
 Usage: python tools/plot_mulstage.py --log_file log --task SST-2 [--tag TAG] --output mulstage.png
+       python tools/plot_mulstage.py --log_file log --task_file FILE [--tag TAG] --output mulstage.png
+(a task of your own: the runs of that task file's content only)
 (--output is written whole or not at all: under a temporary name, then moved into place.)
 """
 import math
@@ -22,7 +25,7 @@ from src.delta import METHODS, combination_label  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.files import write_all  # noqa: E402
 from src.results import read_results, with_run_facts  # noqa: E402
-from src.tasks import get_task  # noqa: E402
+from src.tasks import get_task, load_task_file  # noqa: E402
 
 # One colour per registry method, in registry order (matplotlib's default cycle).
 COLOUR = {method.label: f"C{index}" for index, method in enumerate(METHODS.values())}
@@ -37,12 +40,15 @@ def stage_label(training_params):
 
 def select_runs(records, task, tag=None):
     """(order, 'Y'|'N') → the record with the best final-stage dev score; order is a multi-stage
-    `training_params`, Y/N the template kind (manual / soft-only)."""
+    `training_params`, Y/N the template kind (manual / soft-only). A task of a task file: the runs of
+    that file's content."""
     metric = task.main_metric
+    definition = task.definition() if task.source else None
     best = {}
     for record in map(with_run_facts, records):
         order = record.get("combination") or ""
-        if (record.get("task_name") != task.key or (tag is not None and record.get("tag") != tag)
+        if (record.get("task_name") != task.key or record.get("task_file") != definition
+                or (tag is not None and record.get("tag") != tag)
                 or len(order.split()) < 2 or not record.get("stages") or not record.get("hard")):
             continue
         key = (order, record["hard"])
@@ -85,11 +91,13 @@ def plot_runs(runs, task, output, title):
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--log_file", default="log")
-    parser.add_argument("--task", required=True)
+    tasks = parser.add_mutually_exclusive_group(required=True)
+    tasks.add_argument("--task", help="a built-in task")
+    tasks.add_argument("--task_file", help="a task of your own: its task file")
     parser.add_argument("--tag", help="only records with this tag")
     parser.add_argument("--output", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
-    task = get_task(args.task)
+    task = load_task_file(args.task_file) if args.task_file else get_task(args.task)
     runs = select_runs(read_results(args.log_file), task, args.tag)
     if not runs:
         print(f"no multi-stage record for task {task.name} in {args.log_file}"
