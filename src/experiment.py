@@ -10,15 +10,27 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+from transformers import AutoConfig, AutoTokenizer, set_seed
+
+from src.arguments import (check_consistency, check_files, check_model_config, check_template_room, given_arguments,
+                           parse_args, task_of)
+from src.dataset import Collator, FewShotDataset, input_length, uses_template, warn_once
+from src.delta import METHODS, NEW_HEAD_PREFIX, count_parameters, methods_for_template
+from src.delta.checkpoint import load_delta, save_delta
 from src.errors import UserError
-from src.results import check_writable
+from src.identity import canonical_arguments, is_logged, same_run_as
+from src.results import append_result, check_writable, metric_key, read_results, run_facts
+from src.templates import label_word_ids, parse_mapping
+
+# src.models and src.trainer are imported where a run builds or trains its model: transformers' model classes,
+# the adapters library and the Trainer add seconds to `run.py --help` and to every bad-input error.
 
 
 class Experiment:
     """One run: data and model set up, optional training (in stages), final evaluation, log record."""
 
     def __init__(self, model_args, data_args, training_args):
-        from src.arguments import check_consistency, task_of
         self.model_args, self.data_args, self.args = model_args, data_args, training_args
         self.task = task_of(data_args)
         data_args.task_name = self.task.key
@@ -31,7 +43,6 @@ class Experiment:
     def checked(cls, argv):
         """The run of one argument list, every check done that needs no weights and no features (UserError).
         A --delta_path delta is read once, and its methods' options are the run's (SavedDelta.take_options)."""
-        from src.arguments import check_files, given_arguments, parse_args
         experiment = cls(*parse_args(argv))
         experiment.delta = check_files(experiment.model_args, experiment.data_args, experiment.task)
         if experiment.delta:
@@ -42,20 +53,13 @@ class Experiment:
         return experiment
 
     def already_logged(self):
-        from src.identity import is_logged
-        from src.results import read_results
         if not Path(self.args.log_file).exists():
             return False
         return is_logged(read_results(self.args.log_file), self.arguments_record())
 
     def check_model(self):
         """Checks against the model's config and tokenizer, read (once) before anything heavy loads."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        from src.arguments import check_model_config, check_template_room
-        from src.dataset import uses_template
         from src.models import load_pretrained
-        from src.templates import label_word_ids, parse_mapping
         self.config = load_pretrained(AutoConfig, self.model_args.model_name_or_path, "model config")
         check_model_config(self.config, self.model_args, self.data_args, self.modules())
         self.tokenizer = load_pretrained(AutoTokenizer, self.model_args.model_name_or_path, "tokenizer")
@@ -77,7 +81,6 @@ class Experiment:
     def modules(self):
         """The delta methods whose modules the model gets, in registry order: those any stage trains, those
         --attach names, those the template needs (*prompt*) and those of the --delta_path delta."""
-        from src.delta import METHODS, methods_for_template
         wanted = {*self.stages.methods, *self.attached, *methods_for_template(self.template_parts),
                   *(self.delta.modules if self.delta else ())}
         return [name for name in METHODS if name in wanted]
@@ -85,7 +88,6 @@ class Experiment:
     def arguments_record(self):
         """The run's arguments as its record holds them: every value in its one spelling (canonical_arguments);
         a task file as its content, part of the run's identity (two files of one task name are two settings)."""
-        from src.identity import canonical_arguments
         record = {**self.args.to_dict(), **dataclasses.asdict(self.model_args), **dataclasses.asdict(self.data_args)}
         record["do_train"] = self.trains
         if self.data_args.task_file is not None:
@@ -100,12 +102,6 @@ class Experiment:
 
     def prepare(self):
         """Features, model (seeded as the run's --seed, with the modules of its methods) and collator."""
-        import torch
-        from transformers import set_seed
-
-        from src.dataset import Collator, FewShotDataset, input_length, warn_once
-        from src.delta import NEW_HEAD_PREFIX
-        from src.delta.checkpoint import load_delta
         from src.models import build_model
 
         data_args, model_args, args = self.data_args, self.model_args, self.args
@@ -152,11 +148,6 @@ class Experiment:
 
     def finish(self, trainer, stage_results, started):
         """Final scores (reusing the last stage's), the log record, the saved delta."""
-        import torch
-
-        from src.delta import count_parameters
-        from src.delta.checkpoint import save_delta
-        from src.results import metric_key, run_facts
         from src.trainer import score_splits
 
         data_args, args, datasets, model = self.data_args, self.args, self.datasets, self.model
@@ -191,8 +182,6 @@ class Experiment:
         With --skip_done, the log is checked again under its lock: of two identical runs finishing
         together, only the first is logged. An I/O error is one line; the metrics are printed already.
         """
-        from src.identity import same_run_as
-        from src.results import append_result
         commit = None
         try:
             commit = write_delta() if self.trains else None
@@ -208,7 +197,6 @@ class Experiment:
 
     def summary(self, record, test_set):
         """One line: the main metric on dev and test beside the majority class's share of test."""
-        from src.results import metric_key
         task, metric = self.task, self.task.main_metric
         line = (f"result: {task.name} {' -> '.join(self.stages.specs) if self.trains else 'zero-shot'}"
                 f" dev {metric} {record[metric_key(task.key, 'dev', metric)]:.4f}"
