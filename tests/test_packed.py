@@ -19,7 +19,7 @@ from run import main
 from src.delta import set_trainable, trained_by
 from src.models import build_model
 from src.multirun import expand_argv
-from src.packed import PackedTrainer
+from src.packed import FoldedTrainer, PackedTrainer
 from src.tasks import get_task
 from src.trainer import DeltaTrainer
 
@@ -89,8 +89,17 @@ def step_losses(monkeypatch):
             seen[kind].setdefault((self.args.learning_rate, self.args.seed), []).append(loss.item())
             return loss
         return step
+    def folded(training_step):
+        def step(self, *args, **kwargs):
+            before = self.losses.clone()  # each run's losses since its last log
+            loss = training_step(self, *args, **kwargs)
+            for trainer, value in zip(self.runs, (self.losses - before).tolist()):
+                seen["packed"].setdefault((trainer.args.learning_rate, trainer.args.seed), []).append(value)
+            return loss
+        return step
     monkeypatch.setattr(DeltaTrainer, "training_step", recording("single", DeltaTrainer.training_step))
     monkeypatch.setattr(PackedTrainer, "training_step", recording("packed", PackedTrainer.training_step))
+    monkeypatch.setattr(FoldedTrainer, "training_step", folded(FoldedTrainer.training_step))
     return seen
 
 
