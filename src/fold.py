@@ -24,7 +24,20 @@ NOT_ON_ROWS = {"prefix": "the adapters library computes the prefix once for the 
 # Families whose layers see something other than the batch's rows (a per-run bias would be misapplied).
 FAMILIES_NOT_ON_ROWS = {"deberta-v2": "DeBERTa's attention runs its projections over the relative position "
                                       "embeddings too, not only over the batch's rows"}
+# Layers with a folded form: these exact classes (a subclass may compute more: `foldable`).
 FOLDABLE = (nn.Linear, nn.LayerNorm, nn.Embedding)
+
+
+def foldable(module) -> bool:
+    """Whether a layer computes what its folded form does: one of FOLDABLE exactly, or a linear layer that
+    the adapters library wrapped for LoRA but that holds none (it computes a plain linear layer); and no
+    hooks (a folded form would drop them)."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return False
+    if type(module) in FOLDABLE:
+        return True
+    return (isinstance(module, nn.Linear) and hasattr(module, "loras") and not module.loras
+            and not getattr(module, "fan_in_fan_out", False))
 
 
 class NotFoldable(Exception):
@@ -98,7 +111,7 @@ def folded_form(module, tensors: Dict[str, torch.Tensor], runs: int) -> nn.Modul
     if isinstance(module, nn.LayerNorm):
         return FoldedLayerNorm(tensors.get("weight"), tensors.get("bias"), runs, module.normalized_shape, module.eps)
     if module.padding_idx is not None or module.max_norm is not None:
-        raise NotFoldable(f"an embedding with padding_idx or max_norm holds a run's own tensor")
+        raise NotFoldable("an embedding with padding_idx or max_norm holds a run's own tensor")
     return FoldedEmbedding(tensors["weight"], runs)
 
 
@@ -181,7 +194,7 @@ def layers(model, places: Dict[str, List[str]]) -> Dict[str, List[str]]:
     held = {}
     for name, paths in places.items():
         owners = [path.rpartition(".") for path in paths]
-        if not any(isinstance(model.get_submodule(owner), FOLDABLE) for owner, _, _ in owners):
+        if not any(foldable(model.get_submodule(owner)) for owner, _, _ in owners):
             raise NotFoldable(f"{name} is a parameter of a {type(model.get_submodule(owners[0][0])).__name__}, "
                               "which has no folded form")
         for owner, _, leaf in owners:
@@ -203,7 +216,7 @@ class FoldedModel(nn.Module):
         stack_of = {id(folded.get_parameter(name)): stacks.stacks[name] for name in names}
         for owner, leaves in layers(folded, places).items():
             module = folded.get_submodule(owner)
-            if isinstance(module, FOLDABLE):
+            if foldable(module):
                 tensors = {leaf: stack_of.get(id(param), param) for leaf, param in module.named_parameters(recurse=False)}
                 set_submodule(folded, owner, folded_form(module, tensors, runs))
             else:  # a tied place beside a foldable layer (the MLM head's bias): the stack itself

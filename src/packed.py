@@ -4,31 +4,45 @@
 
 The command line becomes one run per (learning rate, seed) (`src/multirun.py`). Each run is
 parsed, built, trained, scored, saved and logged exactly as the single run with its values would be.
+Every run builds its model as a single run does (seeded with its --seed: the same prompt table and
+adapters); the tensors equal in all runs (the frozen base) are then shared, one copy in memory
+(`share_frozen`), the rest (each run's delta) are stored stacked along a leading run dimension.
 
-How: every run builds its model as a single run does (seeded with its --seed, so the same prompt
-table and adapters); the tensors that are equal in all runs (the frozen base) are then shared, one
-copy in memory, and the rest (its delta) are stored stacked along a leading run dimension, each
-run's model holding its row as its own parameter (`RunStacks`). A training step calls one model
-through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and batch
-batched): each frozen matrix product is one call for all runs' batches, and the framework's cost per
-op is paid once for all runs. One backward of the summed losses gives each run its own gradients
-(rows of the stacks' gradients).
+Folded (the default; `train_folded`): the K runs' batches are folded into one batch through the
+frozen base (src/fold.py): run k's rows are the batch's k-th chunk, the base runs once over all rows
+with its own kernels (fused attention; no vmap), and each layer holding a run's own tensors is
+replaced by its folded form, which applies run k's tensors to chunk k by batched operations (a bias:
+one row of a per-run table per chunk; adapter matrices: `baddbmm` over per-run stacks; the soft
+prompt: a lookup in run k's table). All runs' tensors live in one buffer [K, P]; each run's model
+holds its rows as its own parameters, so its evaluations, best state and saved delta are as in a
+single run. ONE Trainer drives the pack (`FoldedTrainer`, its own `train()` loop: the Trainer's
+bookkeeping once per pack step, not K times): its data loader yields the runs' batches folded (each
+from the run's own loader: its sampler and seed, so its data order), one backward of the runs' summed
+losses gives each run its gradients, one `StackedAdamW` step updates every run at its own learning
+rate and schedule after clipping each run's gradients by its own norm, one zeroing. Each run keeps a
+Trainer of its own (`FoldedRunTrainer`) for all that is per run: its callbacks (progress bar,
+printer, --report_to loggers, flow) get every event with its arguments and the pack's progress
+(`FanOut`), its loss, gradient norm and learning rate are logged through it, each evaluation (every
+--eval_steps or every epoch) scores every run in folded batches and hands each run's Trainer its
+logits (dev history, best state, log as in a single run). After each stage, each run's best state is
+scored by its own Trainer (multi-stage: the next stage folds again). With --torch_compile the folded
+model is compiled as a single run's model is. Dropout draws each row's masks from the process's one
+stream: each run gets its own masks, not a single run's bit for bit.
 
-Everything else is each run's own, as in a single run: each run goes through the stage loop
-(`train_in_stages`) and its Trainer's `train()` in a thread of its own (`Pack`); only the forward and
-backward of its training step are the pack's (`PackedTrainer.training_step` hands its batch in and
-gets its loss and gradients back). So its Trainer builds its data loader, AdamW, schedule and state,
-clips, steps, evaluates (every --eval_steps or every epoch), logs, saves and reports (--report_to)
-through its own callbacks. With `--torch_compile` the vmapped forward (and so its backward) is
-compiled with the run's `--torch_compile_backend`/`--torch_compile_mode`, and each run's evaluation
-as in a single run.
+Vmapped (`Pack`; where the runs cannot fold, `why_not_folded` says why in a `note:`): the prefix
+tuning of the adapters library (its prefix is computed once per batch, not per row), DeBERTa (its
+attention projects position embeddings too), a delta in modules without a folded form (LoRA of the
+adapters library: raw parameters in its own module; a layer with hooks: ModernBERT's decoder), checkpoints (--save_strategy), other optimizers,
+training sets of different sizes. Each run then goes through its stage loop and its own Trainer's
+`train()` in a thread of its own; only the forward and backward of a training step are shared: one
+model through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and
+batches batched; math attention, which vmap supports on every device).
 
-A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
-others go on (exit status 1). Setups that cannot share the base, or that the Trainer changes in the
-training step a pack replaces, run one after another instead (`why_not_packed`).
-With dropout > 0 every run draws its own masks (vmap randomness="different"), from another random
-stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
-the single runs' within float noise (tests/test_packed.py).
+A run whose data is missing or whose loss turns non-finite fails with its own `error:` line (in a
+folded pack at its next evaluation or at the end, as in a single run; its rows go on apart from the
+others'); the others go on (exit status 1). Setups that cannot share the base at all, or that the
+Trainer changes in the training step a pack replaces, run one after another instead (`why_not_packed`).
+With dropout 0 the results equal the single runs' within float noise (tests/test_packed.py).
 """
 import collections
 import contextlib
@@ -40,6 +54,7 @@ import math
 import sys
 import threading
 import time
+import warnings
 from typing import Callable, List
 
 import numpy as np
@@ -655,7 +670,9 @@ class FoldedTrainer(DeltaTrainer):
         return [trainer for position, trainer in enumerate(self.runs) if position not in self.failures]
 
     def train(self, *args, **kwargs):
-        with contextlib.ExitStack() as tracking:
+        with contextlib.ExitStack() as tracking, warnings.catch_warnings():
+            # the stacks' gradients are views of one buffer [K, P], by design (one optimizer step, one zeroing)
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
             for trainer in self.runs:
                 tracking.enter_context(trainer.tracking())
             output = super().train(*args, **kwargs)
