@@ -65,7 +65,8 @@ class FoldedLinear(nn.Module):
         if bias is None:
             y = torch.bmm(x3, per_run.transpose(1, 2))
         else:
-            y = torch.baddbmm((bias if bias.dim() == 2 else bias.unsqueeze(0)).unsqueeze(1), x3, per_run.transpose(1, 2))
+            rows = bias if bias.dim() == 2 else bias.unsqueeze(0)
+            y = torch.baddbmm(rows.unsqueeze(1), x3, per_run.transpose(1, 2))
         return y.reshape(*x.shape[:-1], y.size(-1))
 
 
@@ -217,7 +218,8 @@ class FoldedModel(nn.Module):
         for owner, leaves in layers(folded, places).items():
             module = folded.get_submodule(owner)
             if foldable(module):
-                tensors = {leaf: stack_of.get(id(param), param) for leaf, param in module.named_parameters(recurse=False)}
+                tensors = {leaf: stack_of.get(id(param), param)
+                           for leaf, param in module.named_parameters(recurse=False)}
                 set_submodule(folded, owner, folded_form(module, tensors, runs))
             else:  # a tied place beside a foldable layer (the MLM head's bias): the stack itself
                 for leaf in leaves:

@@ -32,7 +32,8 @@ stream: each run gets its own masks, not a single run's bit for bit.
 Vmapped (`Pack`; where the runs cannot fold, `why_not_folded` says why in a `note:`): the prefix
 tuning of the adapters library (its prefix is computed once per batch, not per row), DeBERTa (its
 attention projects position embeddings too), a delta in modules without a folded form (LoRA of the
-adapters library: raw parameters in its own module; a layer with hooks: ModernBERT's decoder), checkpoints (--save_strategy), other optimizers,
+adapters library: raw parameters in its own module; a layer with hooks: ModernBERT's decoder),
+checkpoints (--save_strategy), other optimizers,
 training sets of different sizes. Each run then goes through its stage loop and its own Trainer's
 `train()` in a thread of its own; only the forward and backward of a training step are shared: one
 model through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and
@@ -685,7 +686,8 @@ class FoldedTrainer(DeltaTrainer):
     def create_optimizer(self):
         if self.optimizer is None:
             args = self.runs[0].args
-            self.optimizer = self.stacked_adamw = StackedAdamW(self.stacks, [trainer.args.learning_rate for trainer in self.runs],
+            rates = [trainer.args.learning_rate for trainer in self.runs]
+            self.optimizer = self.stacked_adamw = StackedAdamW(self.stacks, rates,
                                           (args.adam_beta1, args.adam_beta2), args.adam_epsilon, args.weight_decay,
                                           self.decays, args.max_grad_norm)
         return self.optimizer
