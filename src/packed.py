@@ -25,17 +25,16 @@ printer, --report_to loggers, flow) get every event with its arguments and the p
 (`FanOut`), its loss, gradient norm and learning rate are logged through it, each evaluation (every
 --eval_steps or every epoch) scores every run in folded batches and hands each run's Trainer its
 logits (dev history, best state, log as in a single run). After each stage, each run's best state is
-scored by its own Trainer (multi-stage: the next stage folds again). With --torch_compile the folded
-model is compiled as a single run's model is. Dropout draws each row's masks from the process's one
-stream: each run gets its own masks, not a single run's bit for bit.
+scored by its own Trainer (multi-stage: the next stage folds again). Dropout draws each row's masks
+from the process's one stream: each run gets its own masks, not a single run's bit for bit.
 
 Vmapped (`Pack`; where the runs cannot fold, `why_not_folded` says why in a `note:`): the prefix
 tuning of the adapters library (its prefix is computed once per batch, not per row), DeBERTa (its
 attention projects position embeddings too), a delta in modules without a folded form (LoRA of the
 adapters library: raw parameters in its own module; a layer with hooks: ModernBERT's decoder),
-checkpoints (--save_strategy), other optimizers,
-training sets of different sizes. Each run then goes through its stage loop and its own Trainer's
-`train()` in a thread of its own; only the forward and backward of a training step are shared: one
+checkpoints (--save_strategy), other optimizers, training sets of different sizes, --torch_compile (a
+compiled folded pack is not verified yet). Each run then goes through its stage loop and its own
+Trainer's `train()` in a thread of its own; only the forward and backward of a training step are shared: one
 model through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and
 batches batched; math attention, which vmap supports on every device).
 
@@ -493,6 +492,8 @@ def why_not_folded(experiments, per_run):
         return "a checkpoint holds its run's own optimizer state and Trainer state"
     if args.optim.value not in FOLDED_OPTIMIZERS:
         return f"--optim {args.optim.value}: the folded pack steps AdamW over the runs' stacks"
+    if args.torch_compile:
+        return "--torch_compile: a compiled folded pack is not verified yet"
     if "min_lr" in (args.lr_scheduler_kwargs or {}):
         return "an absolute min_lr in --lr_scheduler_kwargs (the folded schedule scales each run's rate)"
     if len({len(experiment.datasets["train"]) for experiment in experiments}) > 1:
