@@ -47,8 +47,12 @@ class PromptMLM(nn.Module):
         the vocabulary projection (exact; 1.4x faster evaluation than the full vocabulary)."""
         head = self.family.head(self.mlm)
         ids = self.label_word_ids
-        return nn.functional.linear(head.transform(hidden), head.weight[ids],
-                                    None if head.bias is None else head.bias[ids])
+        if head.bias is None or head.bias.dim() == 1:
+            return nn.functional.linear(head.transform(hidden), head.weight[ids],
+                                        None if head.bias is None else head.bias[ids])
+        # a folded pack's per-run bias [K, vocabulary] (src/fold.py): run k's rows are the k-th chunk
+        scores = nn.functional.linear(head.transform(hidden), head.weight[ids])
+        return (scores.unflatten(0, (head.bias.size(0), -1)) + head.bias[:, ids].unsqueeze(1)).flatten(0, 1)
 
     def forward(self, input_ids, mask_pos, attention_mask=None, token_type_ids=None, labels=None):
         word_embeddings = self.mlm.get_input_embeddings()

@@ -4,51 +4,72 @@
 
 The command line becomes one run per (learning rate, seed) (`src/multirun.py`). Each run is
 parsed, built, trained, scored, saved and logged exactly as the single run with its values would be.
+Every run builds its model as a single run does (seeded with its --seed: the same prompt table and
+adapters); the tensors equal in all runs (the frozen base) are then shared, one copy in memory
+(`share_frozen`), the rest (each run's delta) are stored stacked along a leading run dimension.
 
-How: every run builds its model as a single run does (seeded with its --seed, so the same prompt
-table and adapters); the tensors that are equal in all runs (the frozen base) are then shared, one
-copy in memory, and the rest (its delta) are stored stacked along a leading run dimension, each
-run's model holding its row as its own parameter (`RunStacks`). A training step calls one model
-through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and batch
-batched): each frozen matrix product is one call for all runs' batches, and the framework's cost per
-op is paid once for all runs. One backward of the summed losses gives each run its own gradients
-(rows of the stacks' gradients).
+Folded (the default; `train_folded`): the K runs' batches are folded into one batch through the
+frozen base (src/fold.py): run k's rows are the batch's k-th chunk, the base runs once over all rows
+with its own kernels (fused attention; no vmap), and each layer holding a run's own tensors is
+replaced by its folded form, which applies run k's tensors to chunk k by batched operations (a bias:
+one row of a per-run table per chunk; adapter matrices: `baddbmm` over per-run stacks; the soft
+prompt: a lookup in run k's table). All runs' tensors live in one buffer [K, P]; each run's model
+holds its rows as its own parameters, so its evaluations, best state and saved delta are as in a
+single run. ONE Trainer drives the pack (`FoldedTrainer`, its own `train()` loop: the Trainer's
+bookkeeping once per pack step, not K times): its data loader yields the runs' batches folded (each
+from the run's own loader: its sampler and seed, so its data order), one backward of the runs' summed
+losses gives each run its gradients, one `StackedAdamW` step updates every run at its own learning
+rate and schedule after clipping each run's gradients by its own norm, one zeroing. Each run keeps a
+Trainer of its own (`FoldedRunTrainer`) for all that is per run: its callbacks (progress bar,
+printer, --report_to loggers, flow) get every event with its arguments and the pack's progress
+(`FanOut`), its loss, gradient norm and learning rate are logged through it, each evaluation (every
+--eval_steps or every epoch) scores every run in folded batches and hands each run's Trainer its
+logits (dev history, best state, log as in a single run). After each stage, each run's best state is
+scored by its own Trainer (multi-stage: the next stage folds again). Dropout draws each row's masks
+from the process's one stream: each run gets its own masks, not a single run's bit for bit.
 
-Everything else is each run's own, as in a single run: each run goes through the stage loop
-(`train_in_stages`) and its Trainer's `train()` in a thread of its own (`Pack`); only the forward and
-backward of its training step are the pack's (`PackedTrainer.training_step` hands its batch in and
-gets its loss and gradients back). So its Trainer builds its data loader, AdamW, schedule and state,
-clips, steps, evaluates (every --eval_steps or every epoch), logs, saves and reports (--report_to)
-through its own callbacks. With `--torch_compile` the vmapped forward (and so its backward) is
-compiled with the run's `--torch_compile_backend`/`--torch_compile_mode`, and each run's evaluation
-as in a single run.
+Vmapped (`Pack`; where the runs cannot fold, `why_not_folded` says why in a `note:`): the prefix
+tuning of the adapters library (its prefix is computed once per batch, not per row), DeBERTa (its
+attention projects position embeddings too), a delta in modules without a folded form (LoRA of the
+adapters library: raw parameters in its own module; a layer with hooks: ModernBERT's decoder),
+checkpoints (--save_strategy), other optimizers, training sets of different sizes, --torch_compile (a
+compiled folded pack is not verified yet). Each run then goes through its stage loop and its own
+Trainer's `train()` in a thread of its own; only the forward and backward of a training step are shared: one
+model through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and
+batches batched; math attention, which vmap supports on every device).
 
-A run whose data is missing or whose loss turns non-finite fails with its own `error:` line; the
-others go on (exit status 1). Setups that cannot share the base, or that the Trainer changes in the
-training step a pack replaces, run one after another instead (`why_not_packed`).
-With dropout > 0 every run draws its own masks (vmap randomness="different"), from another random
-stream than a single run: equal in distribution, not bit for bit; with dropout 0 the results equal
-the single runs' within float noise (tests/test_packed.py).
+A run whose data is missing or whose loss turns non-finite fails with its own `error:` line (in a
+folded pack at its next evaluation or at the end, as in a single run; its rows go on apart from the
+others'); the others go on (exit status 1). Setups that cannot share the base at all, or that the
+Trainer changes in the training step a pack replaces, run one after another instead (`why_not_packed`).
+With dropout 0 the results equal the single runs' within float noise (tests/test_packed.py).
 """
 import collections
+import contextlib
+import copy
 import functools
 import gc
 import itertools
+import math
 import sys
 import threading
 import time
+import warnings
 from typing import Callable, List
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers.trainer_utils import PredictionOutput
 
 from src.dataset import uses_template
-from src.delta import METHODS, trained_by
+from src.delta import METHODS, set_trainable, trained_by
 from src.errors import UserError
+from src.fold import FlatStacks, FoldedModel, aliases, set_parameter, why_not_foldable
 from src.multirun import run_label
-from src.trainer import DeltaTrainer
+from src.trainer import DeltaTrainer, end_stage, longest_first
 
 
 def describe(experiment):
@@ -111,8 +132,15 @@ def run_packed(experiments):
             failed = True
     if not live:
         return 1
-    pack = Pack([experiment.model for experiment in live], trained_by(live[0].stages.methods))
-    for experiment, outcome in zip(live, pack.train([experiment.train for experiment in live])):
+    per_run = share_frozen([experiment.model for experiment in live], trained_by(live[0].stages.methods))
+    reason = why_not_folded(live, per_run)
+    if reason is None:
+        outcomes = train_folded(live, per_run)
+    else:
+        print(f"note: {len(live)} runs packed through vmap, not folded into one batch ({reason})", file=sys.stderr)
+        pack = Pack([experiment.model for experiment in live], trained_by(live[0].stages.methods))
+        outcomes = pack.train([experiment.train for experiment in live])
+    for experiment, outcome in zip(live, outcomes):
         if isinstance(outcome, UserError):
             fail(experiment, outcome)
             failed = True
@@ -355,19 +383,16 @@ class RunStacks:
         self.stacks, self.rows = {}, [[] for _ in models]
         # every place of each stacked tensor (tied names too, the same in every run's model): functional_call
         # then needs no search for tied weights at each call
-        name_of = {id(models[0].get_parameter(name)): name for name in names}
-        self.names = {alias: name_of[id(param)] for alias, param in parameter_places(models[0]) if id(param) in name_of}
-        aliases = {name: [] for name in names}
-        for alias, name in self.names.items():
-            aliases[name].append(alias)
+        places = aliases(models[0], names)
+        self.names = {place: name for name in names for place in places[name]}
         for name in names:
             own = [model.get_parameter(name) for model in models]
             stack = torch.stack([param.detach() for param in own]).requires_grad_(own[0].requires_grad)
             self.stacks[name] = stack
             for i, (model, param) in enumerate(zip(models, own)):
                 row = nn.Parameter(stack[i].detach(), requires_grad=param.requires_grad)
-                for alias in aliases[name]:
-                    set_parameter(model, alias, row)
+                for place in places[name]:
+                    set_parameter(model, place, row)
                 self.rows[i].append((row, stack))
         self.gradients = None  # per run: (row, the view of its stack's gradient), once there are gradients
 
@@ -392,21 +417,6 @@ class RunStacks:
         grads = [stack.grad for stack in self.stacks.values() if stack.grad is not None]
         if grads:
             torch._foreach_zero_(grads)
-
-
-def parameter_places(model):
-    """(name, parameter) once per place that holds a parameter (a module's attribute): a tied weight under
-    each module holding it, but a module that several paths reach (the prefix-tuning pool that every layer
-    of `adapters` holds) once. functional_call swaps a place once per name given, and restores it in that
-    order: a place named twice would keep the swapped-in tensor."""
-    return [(f"{prefix}.{leaf}" if prefix else leaf, param) for prefix, module in model.named_modules()
-            for leaf, param in module.named_parameters(recurse=False)]
-
-
-def set_parameter(model, name, param):
-    """Make `param` the tensor that `model` holds under `name` (a dotted path)."""
-    owner, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(owner), leaf, param)
 
 
 def pad_to_common_length(batches, pad_token_id):
@@ -468,3 +478,297 @@ def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
     return losses
 
 
+
+
+# Optimizers the folded pack writes over its stacks (`StackedAdamW`): the Trainer's AdamW.
+FOLDED_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
+
+
+def why_not_folded(experiments, per_run):
+    """Why these runs (prepared, their frozen base shared; `per_run`: their own tensors' names) cannot
+    fold into one batch through one Trainer, or None; they then pack through vmap (`Pack`)."""
+    first, args = experiments[0], experiments[0].args
+    if args.save_strategy != "no" or args.load_best_model_at_end:
+        return "a checkpoint holds its run's own optimizer state and Trainer state"
+    if args.optim.value not in FOLDED_OPTIMIZERS:
+        return f"--optim {args.optim.value}: the folded pack steps AdamW over the runs' stacks"
+    if args.torch_compile:
+        return "--torch_compile: a compiled folded pack is not verified yet"
+    if "min_lr" in (args.lr_scheduler_kwargs or {}):
+        return "an absolute min_lr in --lr_scheduler_kwargs (the folded schedule scales each run's rate)"
+    if len({len(experiment.datasets["train"]) for experiment in experiments}) > 1:
+        return "the runs' training sets differ in size (their epochs would end at different steps)"
+    return why_not_foldable(first.model, per_run, first.model.config.model_type)
+
+
+def train_folded(experiments, per_run):
+    """Train the runs' stages together: per stage, each run's Trainer (`FoldedRunTrainer`: its data
+    loader, callbacks, evaluations' bookkeeping, best state) and one `FoldedTrainer` whose `train()`
+    drives them all. Returns, per run, (stage results, its last Trainer) or its UserError."""
+    models, stages = [experiment.model for experiment in experiments], experiments[0].stages
+    results, trainers, failures = [[] for _ in experiments], [None] * len(experiments), {}
+    for index, (methods, spec) in enumerate(zip(stages, stages.specs)):
+        live = [run for run in range(len(experiments)) if run not in failures]
+        if not live:
+            break
+        for run in live:
+            set_trainable(models[run], methods)
+        for run in live:
+            trainers[run] = experiments[run].make_trainer(models[run], trainer_class=FoldedRunTrainer)
+        pack = FoldedTrainer([trainers[run] for run in live], [models[run] for run in live], per_run)
+        pack.train()
+        for position, run in enumerate(live):
+            if position in pack.failures:
+                failures[run] = pack.failures[position]
+                continue
+            experiment = experiments[run]
+            results[run].append(end_stage(models[run], trainers[run], spec, experiment.eval_sets(),
+                                          experiment.model_args.stage_init == "last" and index < len(stages) - 1))
+    return [failures.get(run) or (results[run], trainers[run]) for run in range(len(experiments))]
+
+
+class FoldedLoader:
+    """The runs' training data loaders (each its own sampler and seed, as in a single run) in lockstep:
+    each batch is theirs folded into one (`fold_batches`)."""
+
+    def __init__(self, loaders, pad_token_id):
+        self.loaders, self.pad_token_id = loaders, pad_token_id
+        self.dataset = loaders[0].dataset
+
+    def __len__(self):
+        return len(self.loaders[0])
+
+    def set_epoch(self, epoch):
+        for loader in self.loaders:
+            loader.set_epoch(epoch)
+
+    def __iter__(self):
+        iterators = [iter(loader) for loader in self.loaders]
+        for batch in iterators[0]:
+            yield fold_batches([batch] + [next(iterator) for iterator in iterators[1:]], self.pad_token_id)
+        for iterator in iterators[1:]:  # each loader ends its epoch (accelerate's end of data loader)
+            next(iterator, None)
+
+
+def fold_batches(batches, pad_token_id):
+    """The runs' batches (of equal sizes) as one: padded to a common length, run k's rows the k-th chunk."""
+    return {name: tensor.flatten(0, 1) for name, tensor in pad_to_common_length(batches, pad_token_id).items()}
+
+
+class StackedAdamW(torch.optim.Optimizer):
+    """AdamW (torch's arithmetic) over every run's tensors at once (`FlatStacks`' buffer [K, P]), each
+    run at its own learning rate (`learning_rates` times the group's rate, which the Trainer's schedule
+    sets, starting at 1), each run's gradients first clipped to `max_grad_norm` by its own norm."""
+
+    def __init__(self, stacks, learning_rates, betas, eps, weight_decay, decays, max_grad_norm):
+        super().__init__([stacks.data], {"lr": 1.0})
+        self.stacks, self.betas, self.eps, self.max_grad_norm = stacks, betas, eps, max_grad_norm
+        self.learning_rates = torch.tensor(learning_rates, dtype=torch.float64, device=stacks.data.device)
+        self.decay = (decays & stacks.trained).to(stacks.data.dtype) * weight_decay if weight_decay else None
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(stacks.data), torch.zeros_like(stacks.data)
+        self.steps, self.norms = 0, None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        data, grad, (beta1, beta2) = self.stacks.data, self.stacks.grad, self.betas
+        if self.max_grad_norm > 0:
+            self.norms = torch.linalg.vector_norm(grad, dim=1)
+            grad.mul_((self.max_grad_norm / (self.norms + 1e-6)).clamp(max=1.0).unsqueeze(1))
+        self.steps += 1
+        rates = self.learning_rates * self.param_groups[0]["lr"]
+        if self.decay is not None:
+            data.mul_(1 - rates.float().unsqueeze(1) * self.decay)
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denominator = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** self.steps)).add_(self.eps)
+        step_sizes = (rates / (1 - beta1 ** self.steps)).float().unsqueeze(1)
+        data.sub_(self.exp_avg / denominator * step_sizes)
+
+    def zero_grad(self, set_to_none=True):
+        self.stacks.zero_grad()
+
+
+class FanOut:
+    """The folded pack's callback handler: each event goes to every live run's own callbacks (its
+    progress bar, printer, --report_to loggers, flow), with the run's arguments and its state (the
+    pack's progress; its own log history), so that they act as in a single run."""
+
+    EVENTS_WITH_RUN_DATA = ("on_log", "on_evaluate")  # sent by each run's Trainer (FoldedTrainer.log, .evaluate)
+
+    def __init__(self, pack):
+        self.pack, self.callbacks = pack, []
+
+    def __getattr__(self, event):
+        if not event.startswith("on_") or event in self.EVENTS_WITH_RUN_DATA:
+            raise AttributeError(event)
+
+        def call(args, state, control, **kwargs):
+            for trainer in self.pack.live():
+                sync_state(trainer, state)
+                control = getattr(trainer.callback_handler, event)(trainer.args, trainer.state, control, **kwargs)
+            return control
+        return call
+
+    def __setattr__(self, name, value):
+        if name in ("optimizer", "lr_scheduler", "train_dataloader"):
+            for trainer in self.pack.runs:
+                setattr(trainer.callback_handler, name, value)
+        object.__setattr__(self, name, value)
+
+
+def sync_state(trainer, state, control=None):
+    """Give a run's Trainer the pack's progress (step, epoch, totals; its log history stays its own)
+    and the pack's `control` (what its callbacks decide, the pack's Trainer acts on)."""
+    own = ("log_history", "best_metric", "best_global_step", "best_model_checkpoint", "stateful_callbacks")
+    trainer.state.__dict__.update({key: value for key, value in vars(state).items() if key not in own})
+    if control is not None:
+        trainer.control = control
+
+
+class FoldedRunTrainer(PackedTrainer):
+    """A run's Trainer in a folded pack: its data loader, callbacks and evaluation bookkeeping (dev
+    history, best state, logs) serve the pack's `FoldedTrainer`, which hands it its scores' logits."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.given_logits = None
+
+    def predict(self, test_dataset, *args, **kwargs):
+        """The logits the pack computed for this run (once), else a prediction as in a single run."""
+        if self.given_logits is None:
+            return super().predict(test_dataset, *args, **kwargs)
+        logits, self.given_logits = self.given_logits, None
+        return PredictionOutput(predictions=logits, label_ids=None, metrics={})
+
+
+class FoldedTrainer(DeltaTrainer):
+    """The Trainer of a folded pack: its `train()` (the Trainer's loop, once per pack step) trains every
+    run at once over a `FoldedModel`: batches from every run's own loader folded into one, one backward
+    of the runs' summed losses, one `StackedAdamW` step (each run's rate and clipping), one zeroing.
+    Each run's loss, gradient norm and rate are logged through its own Trainer; each evaluation scores
+    every run in folded batches and hands each run's Trainer its logits. A run whose loss turned
+    non-finite leaves the pack at the next evaluation or at the end (`failures`: position -> UserError);
+    its rows go on being computed, apart from every other run's."""
+
+    def __init__(self, runs, models, per_run):
+        self.runs, self.failures = runs, {}
+        stacks = FlatStacks(models, per_run, aliases(models[0], per_run))
+        decays = set(runs[0].get_decay_parameter_names(models[0]))
+        self.decays = torch.cat([torch.full((stacks.stacks[name][0].numel(),), name in decays, dtype=torch.bool)
+                                 for name in per_run]).to(stacks.data.device)
+        args = copy.copy(runs[0].args)
+        args.learning_rate, args.max_grad_norm, args.report_to = 1.0, 0.0, []  # the runs' own: StackedAdamW, runs
+        collator = runs[0].data_collator
+        super().__init__(model=FoldedModel(models[0], stacks, len(runs)), args=args, data_collator=collator,
+                         train_dataset=runs[0].train_dataset, eval_dataset=runs[0].eval_dataset, task=runs[0].task)
+        self.model_accepts_loss_kwargs = False
+        self.callback_handler = FanOut(self)
+        self.stacks, self.pad_token_id = stacks, collator.pad_token_id
+        self.losses = torch.zeros(len(runs), device=stacks.data.device)  # each run's loss since its last log
+        self.totals = [0.0] * len(runs)  # each run's logged losses, summed (the Trainer's train_loss)
+        self.finite = torch.ones(len(runs), dtype=torch.bool, device=stacks.data.device)
+
+    def live(self):
+        return [trainer for position, trainer in enumerate(self.runs) if position not in self.failures]
+
+    def train(self, *args, **kwargs):
+        with contextlib.ExitStack() as tracking, warnings.catch_warnings():
+            # the stacks' gradients are views of one buffer [K, P], by design (one optimizer step, one zeroing)
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            for trainer in self.runs:
+                tracking.enter_context(trainer.tracking())
+            output = super().train(*args, **kwargs)
+            self.check_runs()
+        return output
+
+    def get_train_dataloader(self):
+        return FoldedLoader([trainer.get_train_dataloader() for trainer in self.runs], self.pad_token_id)
+
+    def create_optimizer(self):
+        if self.optimizer is None:
+            args = self.runs[0].args
+            rates = [trainer.args.learning_rate for trainer in self.runs]
+            self.optimizer = self.stacked_adamw = StackedAdamW(self.stacks, rates,
+                                          (args.adam_beta1, args.adam_beta2), args.adam_epsilon, args.weight_decay,
+                                          self.decays, args.max_grad_norm)
+        return self.optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not model.training:
+            model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            losses = model(**inputs)["loss"]
+        self.accelerator.backward(losses.sum())
+        losses = losses.detach()
+        self.losses += losses
+        self.finite &= torch.isfinite(losses)
+        return losses.sum()
+
+    def log(self, logs, start_time=None):
+        """Each live run's Trainer logs its own loss, gradient norm and learning rate."""
+        own = {}
+        if "loss" in logs:  # every logging step: the losses since the last one
+            steps = self.state.global_step - getattr(self, "_runs_logged_at", 0)
+            self._runs_logged_at = self.state.global_step
+            sums = self.losses.tolist()
+            self.losses.zero_()
+            self.totals = [total + value for total, value in zip(self.totals, sums)]
+            own["loss"] = [round(value / steps, 4) for value in sums]
+            if self.stacked_adamw.norms is not None:
+                own["grad_norm"] = self.stacked_adamw.norms.tolist()
+        if "train_loss" in logs:  # the end of training: with the losses not logged yet
+            steps = max(self.state.global_step, 0.001)
+            own["train_loss"] = [(total + value) / steps for total, value in zip(self.totals, self.losses.tolist())]
+        if "learning_rate" in logs:
+            own["learning_rate"] = [trainer.args.learning_rate * logs["learning_rate"] for trainer in self.runs]
+        for position, trainer in enumerate(self.runs):
+            if position not in self.failures:
+                sync_state(trainer, self.state, self.control)
+                trainer.log({**logs, **{key: values[position] for key, values in own.items()}}, start_time)
+
+    def check_runs(self):
+        """A run whose training loss turned non-finite fails (its Trainer's UserError), as a single run
+        fails at its next evaluation or at the end."""
+        finite = self.finite.tolist()
+        for position, trainer in enumerate(self.runs):
+            if position not in self.failures and not finite[position]:
+                sync_state(trainer, self.state)
+                trainer._all_finite = self.finite[position]
+                try:
+                    trainer.check_finite_loss()
+                except UserError as error:
+                    self.failures[position] = error
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Score every live run on its dev set in folded batches; each run's Trainer takes its scores
+        (its history, best state, log, callbacks) as in a single run."""
+        self.check_runs()
+        logits = self.folded_logits([trainer.eval_dataset for trainer in self.runs])
+        for position, trainer in enumerate(self.runs):
+            if position not in self.failures:
+                sync_state(trainer, self.state, self.control)
+                trainer.given_logits = logits[position]
+                trainer.evaluate(metric_key_prefix=metric_key_prefix)
+        return {}
+
+    def folded_logits(self, datasets):
+        """Each run's logits on its dataset in its evaluation order (longest first), computed in folded
+        batches (a failed run's rows too: the folded model's chunks are every run's); where the datasets
+        differ in size, None: each run's Trainer predicts alone."""
+        if len({len(dataset) for dataset in datasets}) > 1:
+            return [None] * len(datasets)
+        model, size = self.model_wrapped, self.args.eval_batch_size
+        orders = [longest_first(dataset) for dataset in datasets]
+        logits = [[] for _ in datasets]
+        model.eval()
+        with torch.inference_mode(), self.compute_loss_context_manager():
+            for start in range(0, len(orders[0]), size):
+                batches = [self.data_collator([dataset[i] for i in order[start:start + size]])
+                           for dataset, order in zip(datasets, orders)]
+                batch = self._prepare_inputs(fold_batches(batches, self.pad_token_id))
+                batch.pop("labels", None)
+                scores = model(**batch)["logits"].float().unflatten(0, (len(datasets), -1))
+                for run, run_scores in enumerate(scores.cpu().numpy()):
+                    logits[run].append(run_scores)
+        return [np.concatenate(run_logits) for run_logits in logits]

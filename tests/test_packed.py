@@ -19,7 +19,7 @@ from run import main
 from src.delta import set_trainable, trained_by
 from src.models import build_model
 from src.multirun import expand_argv
-from src.packed import PackedTrainer
+from src.packed import FoldedTrainer, PackedTrainer
 from src.tasks import get_task
 from src.trainer import DeltaTrainer
 
@@ -89,8 +89,17 @@ def step_losses(monkeypatch):
             seen[kind].setdefault((self.args.learning_rate, self.args.seed), []).append(loss.item())
             return loss
         return step
+    def folded(training_step):
+        def step(self, *args, **kwargs):
+            before = self.losses.clone()  # each run's losses since its last log
+            loss = training_step(self, *args, **kwargs)
+            for trainer, value in zip(self.runs, (self.losses - before).tolist()):
+                seen["packed"].setdefault((trainer.args.learning_rate, trainer.args.seed), []).append(value)
+            return loss
+        return step
     monkeypatch.setattr(DeltaTrainer, "training_step", recording("single", DeltaTrainer.training_step))
     monkeypatch.setattr(PackedTrainer, "training_step", recording("packed", PackedTrainer.training_step))
+    monkeypatch.setattr(FoldedTrainer, "training_step", folded(FoldedTrainer.training_step))
     return seen
 
 
@@ -113,16 +122,22 @@ def assert_runs_equal(packed, single, ignore=frozenset()):
             assert torch.allclose(delta_p[name], delta_s[name], atol=TOLERANCE, rtol=0), name
 
 
-def run_singles(folder, model, data_root, combination, seeds, learning_rates, monkeypatch):
+def run_singles(folder, model, data_root, combination, seeds, learning_rates, monkeypatch, extra=()):
     """The runs of a pack one by one (same relative paths, another folder); their exit statuses."""
     folder.mkdir()
     monkeypatch.chdir(folder)
-    return [main(command(model, data_root, combination, [seed], [learning_rate]))
+    return [main(command(model, data_root, combination, [seed], [learning_rate]) + list(extra))
             for learning_rate in learning_rates for seed in seeds]
 
 
+def folds(family, combination):
+    """Whether a pack of this family and combination folds (src/fold.py), else it is vmapped."""
+    return family in ("roberta", "bert") and "prefix" not in combination
+
+
 @pytest.mark.parametrize("family, combination", FAMILY_COMBINATIONS)
-def test_packed_runs_equal_single_runs(family, combination, tiny_of, data_root, tmp_path, monkeypatch, step_losses):
+def test_packed_runs_equal_single_runs(family, combination, tiny_of, data_root, tmp_path, monkeypatch, step_losses,
+                                       capsys):
     # seeds 13 and 42: other data splits (of other lengths), other initial deltas; all three
     # methods at once also with two learning rates (4 runs). Adam turns gradient float noise
     # (~1e-9, from padding to the pack's common length and batched kernels) into parameter
@@ -134,6 +149,7 @@ def test_packed_runs_equal_single_runs(family, combination, tiny_of, data_root, 
     no_dropout_model = tiny_of(family, no_dropout=True)
     argv = command(no_dropout_model, data_root, combination, seeds, learning_rates)
     assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    assert ("packed through vmap" not in capsys.readouterr().err) == folds(family, combination)
     assert run_singles(tmp_path / "single", no_dropout_model, data_root, combination, seeds, learning_rates,
                        monkeypatch) == [0] * runs
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
@@ -237,38 +253,47 @@ def test_a_diverging_run_and_a_missing_split_fail_alone(no_dropout_roberta, data
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
 
 
-def test_an_unexpected_error_in_one_run_stops_the_pack_and_is_raised(tiny_roberta, data_root, tmp_path, monkeypatch):
-    """Each run trains in a thread of its own: an exception that is not the run's own UserError (a
-    bug, out of memory) stops every run and reaches the caller; nothing is logged."""
-    training_step = PackedTrainer.training_step
+@pytest.mark.parametrize("combination, trainer", [("bias", FoldedTrainer), ("prefix", PackedTrainer)],
+                         ids=["folded", "vmapped"])
+def test_an_unexpected_error_in_one_run_stops_the_pack_and_is_raised(combination, trainer, tiny_roberta, data_root,
+                                                                     tmp_path, monkeypatch):
+    """An exception that is not a run's own UserError (a bug, out of memory) stops every run and reaches
+    the caller; nothing is logged. Folded: raised in the pack's step; vmapped: in one run's thread."""
+    training_step = trainer.training_step
 
     def failing(self, *args, **kwargs):
-        if self.args.seed == 42 and self.state.global_step == 2:
+        if self.args.seed in (42, 13) and self.state.global_step == 2:  # the folded pack's args: the first run's
             raise RuntimeError("boom")
         return training_step(self, *args, **kwargs)
-    monkeypatch.setattr(PackedTrainer, "training_step", failing)
+    monkeypatch.setattr(trainer, "training_step", failing)
     with pytest.raises(RuntimeError, match="boom"):
-        run_in(tmp_path / "run", command(tiny_roberta, data_root, "bias", ["13", "42", "21"], ["1e-3"]), monkeypatch)
+        run_in(tmp_path / "run", command(tiny_roberta, data_root, combination, ["13", "42", "21"], ["1e-3"]),
+               monkeypatch)
     assert not (tmp_path / "run" / "log").exists()
 
 
-def test_packed_steps_compute_attention_with_the_math_backend(tiny_roberta, data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("combination, vmapped", [("prefix", True), ("prompt,bias,adapter", False)],
+                         ids=["vmapped", "folded"])
+def test_packed_steps_compute_attention_with_the_math_backend_only_under_vmap(combination, vmapped, tiny_roberta,
+                                                                              data_root, tmp_path, monkeypatch):
     """Measured on an H200: under vmap the memory-efficient CUDA kernel (the one SDPA picks for our
     attention masks) fails in its backward ("LSE is not correctly aligned"), so every packed run failed
-    on a GPU. The packed step forces the math backend whatever the device; a CPU cannot reproduce the
-    failure (and the former code forced it on CPU only), so this checks the backends enabled while
-    attention runs under vmap."""
+    on a GPU. The vmapped step forces the math backend whatever the device; a CPU cannot reproduce the
+    failure, so this checks the backends enabled while attention runs. A folded pack runs no vmap: its
+    attention is the base model's, every backend enabled (the fused kernels)."""
     attention, backends = torch.nn.functional.scaled_dot_product_attention, []
 
     def spy(*args, **kwargs):
-        if torch._C._functorch.maybe_current_level() is not None:  # inside the packed step's vmap
-            backends.append((torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled(),
-                             torch.backends.cuda.math_sdp_enabled()))
+        backends.append((torch._C._functorch.maybe_current_level() is not None,  # inside a vmap
+                         torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled(),
+                         torch.backends.cuda.math_sdp_enabled()))
         return attention(*args, **kwargs)
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    assert run_in(tmp_path / "run", command(tiny_roberta, data_root, "bias", ["13", "42"], ["1e-3"], max_steps=2),
-                  monkeypatch) == 0
-    assert backends and set(backends) == {(False, False, True)}
+    assert run_in(tmp_path / "run", command(tiny_roberta, data_root, combination, ["13", "42"], ["1e-3"],
+                                            max_steps=2), monkeypatch) == 0
+    under_vmap = {backend[1:] for backend in backends if backend[0]}
+    assert under_vmap == ({(False, False, True)} if vmapped else set())
+    assert backends and (True, True, True) in {backend[1:] for backend in backends}  # evaluations: every backend
 
 
 @pytest.mark.parametrize("family", ["roberta", "bert"])
@@ -327,6 +352,21 @@ def test_setups_that_cannot_pack_run_one_after_another(combination, extra, reaso
     argv = command(tiny_roberta, data_root, combination, ["13", "42"], ["1e-3"], max_steps=1) + extra
     assert run_in(tmp_path / "run", argv, monkeypatch) == 0
     assert f"note: 2 runs one after another ({reason}: no shared base)" in capsys.readouterr().err
+    assert [record["seed"] for record in records(tmp_path / "run")] == [13, 42]
+
+
+@pytest.mark.parametrize("combination, extra, reason", [
+    ("prefix", [], "prefix: the adapters library computes the prefix once for the whole batch, not per row"),
+    ("bias", ["--attach", "lora"], "mlm.roberta.encoder.layer.0.attention.self.query.bias is a parameter of a "
+                                   "LoRALinearTorch, which has no folded form"),
+    ("bias", ["--optim", "sgd"], None),
+], ids=["prefix tuning", "a layer with LoRA", "another optimizer"])
+def test_setups_that_cannot_fold_pack_through_vmap(combination, extra, reason, tiny_roberta, data_root, tmp_path,
+                                                   monkeypatch, capsys):
+    argv = command(tiny_roberta, data_root, combination, ["13", "42"], ["1e-3"], max_steps=1) + extra
+    assert run_in(tmp_path / "run", argv, monkeypatch) == 0
+    reason = reason or f"--optim {extra[-1]}: the folded pack steps AdamW over the runs' stacks"
+    assert f"note: 2 runs packed through vmap, not folded into one batch ({reason})" in capsys.readouterr().err
     assert [record["seed"] for record in records(tmp_path / "run")] == [13, 42]
 
 

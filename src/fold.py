@@ -1,0 +1,245 @@
+"""A folded model: K runs' models as one model over one batch of all their rows (src/packed.py).
+
+The batch holds the runs' batches one after another, in K equal chunks (run k's rows: the k-th).
+The frozen base is one copy, run over all rows at once (plain kernels, fused attention); each
+layer that holds a run's own tensors (its delta) is replaced by its folded form, which holds the
+runs' tensors stacked along a leading run dimension and applies run k's to chunk k by batched
+operations: a linear layer `baddbmm` over the per-run stacks (a per-run bias: one row of a table per
+chunk; adapter matrices: one matrix per chunk), a layer norm its per-run affine, the soft prompt's
+embedding table a lookup in run k's table. Every run's tensors live in one buffer [K, P] (`FlatStacks`),
+so one optimizer step, one gradient clipping per run and one zeroing cover every run.
+"""
+import copy
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from src.delta import METHODS
+
+# Delta methods whose layers see something other than the batch's rows, so a folded layer cannot
+# tell the runs apart (their packs stay vmapped).
+NOT_ON_ROWS = {"prefix": "the adapters library computes the prefix once for the whole batch, not per row"}
+# Families whose layers see something other than the batch's rows (a per-run bias would be misapplied).
+FAMILIES_NOT_ON_ROWS = {"deberta-v2": "DeBERTa's attention runs its projections over the relative position "
+                                      "embeddings too, not only over the batch's rows"}
+# Layers with a folded form: these exact classes (a subclass may compute more: `foldable`).
+FOLDABLE = (nn.Linear, nn.LayerNorm, nn.Embedding)
+
+
+def foldable(module) -> bool:
+    """Whether a layer computes what its folded form does: one of FOLDABLE exactly, or a linear layer that
+    the adapters library wrapped for LoRA but that holds none (it computes a plain linear layer); and no
+    hooks (a folded form would drop them)."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return False
+    if type(module) in FOLDABLE:
+        return True
+    return (isinstance(module, nn.Linear) and hasattr(module, "loras") and not module.loras
+            and not getattr(module, "fan_in_fan_out", False))
+
+
+class NotFoldable(Exception):
+    """Why a pack's models cannot fold into one (its message)."""
+
+
+def chunks(x: torch.Tensor, runs: int) -> torch.Tensor:
+    """[K * rows, ..., width] -> [K, rows * ..., width]: run k's rows in row k."""
+    if x.size(0) % runs:
+        raise RuntimeError(f"a folded layer of {runs} runs got {x.size(0)} rows")
+    return x.reshape(runs, -1, x.size(-1))
+
+
+class FoldedLinear(nn.Module):
+    """nn.Linear of K runs: weight [out, in] shared or [K, out, in] per run, bias [out], [K, out] or None."""
+
+    def __init__(self, weight, bias, runs):
+        super().__init__()
+        self.weight, self.bias, self.runs = weight, bias, runs
+
+    def forward(self, x):
+        weight, bias = self.weight, self.bias
+        x3 = chunks(x, self.runs)
+        per_run = weight if weight.dim() == 3 else weight.unsqueeze(0).expand(self.runs, -1, -1)
+        if bias is None:
+            y = torch.bmm(x3, per_run.transpose(1, 2))
+        else:
+            rows = bias if bias.dim() == 2 else bias.unsqueeze(0)
+            y = torch.baddbmm(rows.unsqueeze(1), x3, per_run.transpose(1, 2))
+        return y.reshape(*x.shape[:-1], y.size(-1))
+
+
+class FoldedLayerNorm(nn.Module):
+    """nn.LayerNorm of K runs: weight and bias each shared ([width]), per run ([K, width]) or None."""
+
+    def __init__(self, weight, bias, runs, normalized_shape, eps):
+        super().__init__()
+        self.weight, self.bias, self.runs = weight, bias, runs
+        self.normalized_shape, self.eps = normalized_shape, eps
+
+    def forward(self, x):
+        weight, bias = self.weight, self.bias
+        shared = lambda tensor: tensor if tensor is not None and tensor.dim() == 1 else None  # noqa: E731
+        y = functional.layer_norm(x, self.normalized_shape, shared(weight), shared(bias), self.eps)
+        if shared(weight) is weight and shared(bias) is bias:
+            return y
+        y3 = chunks(y, self.runs)
+        if weight is not None and weight.dim() == 2:
+            y3 = y3 * weight.unsqueeze(1)
+        if bias is not None and bias.dim() == 2:
+            y3 = y3 + bias.unsqueeze(1)
+        return y3.reshape(x.shape)
+
+
+class FoldedEmbedding(nn.Module):
+    """nn.Embedding of K runs (the soft prompt's table): weight [K, rows, width], run k's ids look up its table."""
+
+    def __init__(self, weight, runs):
+        super().__init__()
+        self.weight, self.runs = weight, runs
+
+    def forward(self, ids):
+        per_run = ids.reshape(self.runs, -1)
+        runs = torch.arange(self.runs, device=ids.device).unsqueeze(1)
+        return self.weight[runs, per_run].reshape(*ids.shape, self.weight.size(-1))
+
+
+def folded_form(module, tensors: Dict[str, torch.Tensor], runs: int) -> nn.Module:
+    """The folded form of a layer, from its tensors by leaf name (shared, or per-run stacks)."""
+    if isinstance(module, nn.Linear):
+        return FoldedLinear(tensors["weight"], tensors.get("bias"), runs)
+    if isinstance(module, nn.LayerNorm):
+        return FoldedLayerNorm(tensors.get("weight"), tensors.get("bias"), runs, module.normalized_shape, module.eps)
+    if module.padding_idx is not None or module.max_norm is not None:
+        raise NotFoldable("an embedding with padding_idx or max_norm holds a run's own tensor")
+    return FoldedEmbedding(tensors["weight"], runs)
+
+
+class FlatStacks:
+    """The per-run tensors of K runs (names) in one buffer [K, P], each name a column range viewed as a
+    stack [K, *shape] (a parameter whose gradient is a view of one gradient buffer [K, P] too).
+
+    Each run's model holds its row of each stack as its own parameter (its Trainer's evaluations,
+    best states, restores and saved delta see ordinary parameters), so an update of the buffer is an
+    update of every run's model. Build it after `set_trainable` (a stack trains where the runs' tensor does)."""
+
+    def __init__(self, models, names: List[str], places):
+        own = [[model.get_parameter(name) for name in names] for model in models]
+        self.data = torch.stack([torch.cat([param.detach().reshape(-1) for param in params]) for params in own])
+        self.grad = torch.zeros_like(self.data)
+        self.stacks, self.trained = {}, torch.zeros(self.data.size(1), dtype=torch.bool, device=self.data.device)
+        offset = 0
+        for index, name in enumerate(names):
+            param = own[0][index]
+            end = offset + param.numel()
+            stack = nn.Parameter(self.data[:, offset:end].view(len(models), *param.shape),
+                                 requires_grad=param.requires_grad)
+            if param.requires_grad:
+                stack.grad = self.grad[:, offset:end].view(stack.shape)
+                self.trained[offset:end] = True
+            self.stacks[name] = stack
+            for run, model in enumerate(models):
+                row = nn.Parameter(stack[run].detach(), requires_grad=param.requires_grad)
+                for alias in places[name]:
+                    set_parameter(model, alias, row)
+            offset = end
+
+    def zero_grad(self):
+        self.grad.zero_()
+
+
+def set_parameter(model, name, param):
+    """Make `param` the tensor that `model` holds under `name` (a dotted path)."""
+    owner, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(owner), leaf, param)
+
+
+def parameter_places(model):
+    """(name, parameter) once per place that holds a parameter (a module's attribute): a tied weight under
+    each module holding it, but a module that several paths reach (the prefix-tuning pool that every layer
+    of `adapters` holds) once. functional_call swaps a place once per name given, and restores it in that
+    order: a place named twice would keep the swapped-in tensor."""
+    return [(f"{prefix}.{leaf}" if prefix else leaf, param) for prefix, module in model.named_modules()
+            for leaf, param in module.named_parameters(recurse=False)]
+
+
+def aliases(model, names: List[str]) -> Dict[str, List[str]]:
+    """name -> every place of `model` that holds that parameter (tied names too)."""
+    name_of = {id(model.get_parameter(name)): name for name in names}
+    places = {name: [] for name in names}
+    for place, param in parameter_places(model):
+        if id(param) in name_of:
+            places[name_of[id(param)]].append(place)
+    return places
+
+
+def why_not_foldable(model, per_run: List[str], family: str) -> Optional[str]:
+    """Why the runs' models (`per_run`: their own tensors' names) cannot fold into one, or None."""
+    if family in FAMILIES_NOT_ON_ROWS:
+        return FAMILIES_NOT_ON_ROWS[family]
+    for name in per_run:
+        for method, reason in NOT_ON_ROWS.items():
+            if METHODS[method].selects(name):
+                return f"{method}: {reason}"
+    try:
+        layers(model, aliases(model, per_run))
+    except NotFoldable as error:
+        return str(error)
+    return None
+
+
+def layers(model, places: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    """{module path: its leaf names holding a run's own tensor} over the layers with a folded form; a
+    NotFoldable names a run's own tensor that only another kind of module holds."""
+    held = {}
+    for name, paths in places.items():
+        owners = [path.rpartition(".") for path in paths]
+        if not any(foldable(model.get_submodule(owner)) for owner, _, _ in owners):
+            raise NotFoldable(f"{name} is a parameter of a {type(model.get_submodule(owners[0][0])).__name__}, "
+                              "which has no folded form")
+        for owner, _, leaf in owners:
+            held.setdefault(owner, []).append(leaf)
+    return held
+
+
+class FoldedModel(nn.Module):
+    """K runs' models as one: a copy of run 0's model (sharing every tensor) whose layers that hold a
+    run's own tensors are replaced by their folded forms over `stacks`; the loss is each run's, [K]."""
+
+    def __init__(self, model, stacks: FlatStacks, runs: int):
+        super().__init__()
+        names = list(stacks.stacks)
+        memo = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
+        memo.update({id(param): param for _, param in parameter_places(model)})
+        folded = copy.deepcopy(model, memo)
+        places = aliases(folded, names)
+        stack_of = {id(folded.get_parameter(name)): stacks.stacks[name] for name in names}
+        for owner, leaves in layers(folded, places).items():
+            module = folded.get_submodule(owner)
+            if foldable(module):
+                tensors = {leaf: stack_of.get(id(param), param)
+                           for leaf, param in module.named_parameters(recurse=False)}
+                set_submodule(folded, owner, folded_form(module, tensors, runs))
+            else:  # a tied place beside a foldable layer (the MLM head's bias): the stack itself
+                for leaf in leaves:
+                    setattr(module, leaf, stack_of[id(getattr(module, leaf))])
+        self.model, self.runs, self.stacks = folded, runs, stacks
+
+    def forward(self, labels=None, **batch):
+        output = self.model(**batch)
+        if labels is None:
+            return output
+        logits = output["logits"]
+        losses = torch.func.vmap(self.model.loss)(logits.unflatten(0, (self.runs, -1)),
+                                                  labels.unflatten(0, (self.runs, -1)))
+        return {"loss": losses, "logits": logits}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero every run's gradients in place (one operation; the stacks' gradients stay views)."""
+        self.stacks.zero_grad()
+
+
+def set_submodule(model, path, module):
+    owner, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(owner), leaf, module)
