@@ -69,7 +69,7 @@ from src.delta import METHODS, set_trainable, trained_by
 from src.errors import UserError
 from src.fold import FlatStacks, FoldedModel, aliases, set_parameter, why_not_foldable
 from src.multirun import run_label
-from src.trainer import DeltaTrainer, end_stage, longest_first
+from src.trainer import DeltaTrainer, end_stage, longest_first, why_not_lean
 
 
 def describe(experiment):
@@ -94,18 +94,7 @@ def why_not_packed(experiment):
         return "the Trainer's label smoothing replaces the model's loss"
     if args.neftune_noise_alpha:
         return "the Trainer's NEFTune noise on the embeddings"
-    if args.gradient_accumulation_steps != 1:
-        return "gradient accumulation"
-    if args.fp16:
-        return "fp16 loss scaling"
-    if args.world_size > 1:
-        return "several processes"
-    optim = args.optim.value
-    if optim in ("lomo", "adalomo") or optim.startswith("schedule_free"):
-        return f"--optim {optim} works inside the Trainer's training step"
-    if args.torch_empty_cache_steps:
-        return "--torch_empty_cache_steps works inside the Trainer's training step"
-    return None
+    return why_not_lean(args)  # the Trainer's own training step, which a pack replaces, must run
 
 
 def run_packed(experiments):

@@ -99,7 +99,8 @@ def step_figures(data_root, work_dir, *settings, steps="40"):
 
 @pytest.fixture(scope="module")
 def pack_of_20(data_root, tmp_path_factory):
-    return step_figures(data_root, tmp_path_factory.mktemp("step-benchmark"), "pack20=--seed " + " ".join(str(seed) for seed in range(1, 21)))
+    seeds = " ".join(str(seed) for seed in range(1, 21))
+    return step_figures(data_root, tmp_path_factory.mktemp("step-benchmark"), f"pack20=--seed {seeds}")
 
 
 @pytest.mark.perf
