@@ -221,6 +221,7 @@ def parsed_runs(monkeypatch):
         seen.append((training.seed, training.learning_rate))
         raise UserError("stopped by the test")
     monkeypatch.setattr(arguments, "parse_args", record)
+    monkeypatch.setattr("src.experiment.parse_args", record)  # where a run parses its argument list
     return seen
 
 

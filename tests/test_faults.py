@@ -63,7 +63,7 @@ def test_io_error_at_the_end_prints_the_metrics_and_logs_nothing(tiny_roberta, d
                                                                 monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr("src.results.append_result", disk_full)
+    monkeypatch.setattr("src.experiment.append_result", disk_full)
     code, out, err = run_main(to_argv(base_arguments(tiny_roberta, data_root, tmp_path)), capsys)
     assert_one_line_error(code, err, "No space left on device")
     assert "sst-2_test_eval_acc=" in out and "result: SST-2" in out  # nothing computed is lost

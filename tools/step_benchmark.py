@@ -61,6 +61,7 @@ def parse_args(argv=None):
                         help="runs per setting; the fastest counts")
     parser.add_argument("--work_dir", default=None, help="model, feature cache and runs (default: a temporary one)")
     args = parser.parse_args(argv)
+    args.data_dir = str(Path(args.data_dir).resolve())  # run.py runs in the work folder
     if not (Path(args.data_dir) / "train.tsv").is_file():
         raise UserError(f"--data_dir: no train.tsv in {args.data_dir}")
     return args
