@@ -595,8 +595,14 @@ class FanOut:
             for trainer in self.pack.live():
                 sync_state(trainer, state)
                 control = getattr(trainer.callback_handler, event)(trainer.args, trainer.state, control, **kwargs)
+            for callback in self.callbacks:  # the pack's own (add_callback): the pack's arguments and progress
+                control = getattr(callback, event)(args, state, control, **kwargs) or control
             return control
         return call
+
+    def add_callback(self, callback):
+        """A callback of the pack itself (e.g. a clock or a profiler): it gets every event, after the runs'."""
+        self.callbacks.append(callback() if isinstance(callback, type) else callback)
 
     def __setattr__(self, name, value):
         if name in ("optimizer", "lr_scheduler", "train_dataloader"):
