@@ -6,8 +6,9 @@ caches); the Trainer's fields are classified below, each once (a test holds that
 transformers' TrainingArguments is). A key that an older record lacks reads as the argument's default, and
 values spelled in several ways count in one spelling, so logs of earlier versions resume and group the same.
 
-Apart from src/results.py (the log file): that module reads and writes records and knows no arguments;
-this one sits above src/arguments.py, whose declarations it reads.
+Apart from src/results.py (the log file): that module reads and writes records and checks each against the
+arguments' declared types and allowed values, but knows nothing of what makes two runs the same; this one
+sits above src/arguments.py, whose declarations it reads.
 """
 import dataclasses
 import json
