@@ -45,10 +45,17 @@ class NotFoldable(Exception):
 
 
 def chunks(x: torch.Tensor, runs: int) -> torch.Tensor:
-    """[K * rows, ..., width] -> [K, rows * ..., width]: run k's rows in row k."""
+    """[K * rows, ...] -> [K, rows, ...]: run k's rows at k. Only the first dimension is split (no -1 over
+    merged dimensions: under torch.compile's dynamic shapes, the floor divisions that infers grow into
+    expressions that take sympy minutes per layer)."""
     if x.size(0) % runs:
         raise RuntimeError(f"a folded layer of {runs} runs got {x.size(0)} rows")
-    return x.reshape(runs, -1, x.size(-1))
+    return x.unflatten(0, (runs, x.size(0) // runs))
+
+
+def per_run(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-run tensor [K, width] (or [K, out, in]) viewed to broadcast over `like` [K, rows, ..., width]."""
+    return tensor.view(tensor.size(0), *[1] * (like.dim() - tensor.dim()), *tensor.shape[1:])
 
 
 class FoldedLinear(nn.Module):
@@ -60,14 +67,20 @@ class FoldedLinear(nn.Module):
 
     def forward(self, x):
         weight, bias = self.weight, self.bias
-        x3 = chunks(x, self.runs)
-        per_run = weight if weight.dim() == 3 else weight.unsqueeze(0).expand(self.runs, -1, -1)
-        if bias is None:
-            y = torch.bmm(x3, per_run.transpose(1, 2))
+        shared_bias = bias if bias is not None and bias.dim() == 1 else None
+        if weight.dim() == 2:
+            y = functional.linear(x, weight, shared_bias)
+            if bias is None or shared_bias is not None:
+                return y
+            y4 = chunks(y, self.runs)
         else:
-            rows = bias if bias.dim() == 2 else bias.unsqueeze(0)
-            y = torch.baddbmm(rows.unsqueeze(1), x3, per_run.transpose(1, 2))
-        return y.reshape(*x.shape[:-1], y.size(-1))
+            x4 = chunks(x, self.runs)
+            y4 = torch.matmul(x4, per_run(weight.transpose(1, 2), x4))
+            if shared_bias is not None:
+                y4 = y4 + shared_bias
+        if bias is not None and bias.dim() == 2:
+            y4 = y4 + per_run(bias, y4)
+        return y4.flatten(0, 1)
 
 
 class FoldedLayerNorm(nn.Module):
@@ -84,12 +97,12 @@ class FoldedLayerNorm(nn.Module):
         y = functional.layer_norm(x, self.normalized_shape, shared(weight), shared(bias), self.eps)
         if shared(weight) is weight and shared(bias) is bias:
             return y
-        y3 = chunks(y, self.runs)
+        y4 = chunks(y, self.runs)
         if weight is not None and weight.dim() == 2:
-            y3 = y3 * weight.unsqueeze(1)
+            y4 = y4 * per_run(weight, y4)
         if bias is not None and bias.dim() == 2:
-            y3 = y3 + bias.unsqueeze(1)
-        return y3.reshape(x.shape)
+            y4 = y4 + per_run(bias, y4)
+        return y4.flatten(0, 1)
 
 
 class FoldedEmbedding(nn.Module):
@@ -100,9 +113,9 @@ class FoldedEmbedding(nn.Module):
         self.weight, self.runs = weight, runs
 
     def forward(self, ids):
-        per_run = ids.reshape(self.runs, -1)
-        runs = torch.arange(self.runs, device=ids.device).unsqueeze(1)
-        return self.weight[runs, per_run].reshape(*ids.shape, self.weight.size(-1))
+        ids4 = chunks(ids, self.runs)
+        runs = torch.arange(self.runs, device=ids.device).view(self.runs, *[1] * (ids4.dim() - 1))
+        return self.weight[runs, ids4].flatten(0, 1)
 
 
 def folded_form(module, tensors: Dict[str, torch.Tensor], runs: int) -> nn.Module:
@@ -122,13 +135,16 @@ class FlatStacks:
 
     Each run's model holds its row of each stack as its own parameter (its Trainer's evaluations,
     best states, restores and saved delta see ordinary parameters), so an update of the buffer is an
-    update of every run's model. Build it after `set_trainable` (a stack trains where the runs' tensor does)."""
+    update of every run's model. With `row_grads`, each row's gradient is a view of the gradient buffer
+    too (a model that computes with its rows, not the stacks, then accumulates its gradients there: a
+    single run's compiled step). Build it after `set_trainable` (a stack trains where the runs' tensor does)."""
 
-    def __init__(self, models, names: List[str], places):
+    def __init__(self, models, names: List[str], places, row_grads=False):
         own = [[model.get_parameter(name) for name in names] for model in models]
         self.data = torch.stack([torch.cat([param.detach().reshape(-1) for param in params]) for params in own])
         self.grad = torch.zeros_like(self.data)
         self.stacks, self.trained = {}, torch.zeros(self.data.size(1), dtype=torch.bool, device=self.data.device)
+        self.grad_views = []  # (stack or row, the view of the gradient buffer that is its gradient)
         offset = 0
         for index, name in enumerate(names):
             param = own[0][index]
@@ -136,14 +152,24 @@ class FlatStacks:
             stack = nn.Parameter(self.data[:, offset:end].view(len(models), *param.shape),
                                  requires_grad=param.requires_grad)
             if param.requires_grad:
-                stack.grad = self.grad[:, offset:end].view(stack.shape)
+                self.grad_views.append((stack, self.grad[:, offset:end].view(stack.shape)))
                 self.trained[offset:end] = True
             self.stacks[name] = stack
             for run, model in enumerate(models):
                 row = nn.Parameter(stack[run].detach(), requires_grad=param.requires_grad)
+                if row_grads and param.requires_grad:
+                    self.grad_views.append((row, self.grad_views[-1][1][run]))
                 for alias in places[name]:
                     set_parameter(model, alias, row)
             offset = end
+
+        self.link_grads()
+
+    def link_grads(self):
+        """Make each stack's (and row's) gradient its view of the gradient buffer again (after a
+        `zero_grad(set_to_none=True)` of a model holding them)."""
+        for param, grad in self.grad_views:
+            param.grad = grad
 
     def zero_grad(self):
         self.grad.zero_()
@@ -234,10 +260,6 @@ class FoldedModel(nn.Module):
         losses = torch.func.vmap(self.model.loss)(logits.unflatten(0, (self.runs, -1)),
                                                   labels.unflatten(0, (self.runs, -1)))
         return {"loss": losses, "logits": logits}
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero every run's gradients in place (one operation; the stacks' gradients stay views)."""
-        self.stacks.zero_grad()
 
 
 def set_submodule(model, path, module):

@@ -32,11 +32,14 @@ Vmapped (`Pack`; where the runs cannot fold, `why_not_folded` says why in a `not
 tuning of the adapters library (its prefix is computed once per batch, not per row), DeBERTa (its
 attention projects position embeddings too), a delta in modules without a folded form (LoRA of the
 adapters library: raw parameters in its own module; a layer with hooks: ModernBERT's decoder),
-checkpoints (--save_strategy), other optimizers, training sets of different sizes, --torch_compile (a
-compiled folded pack is not verified yet). Each run then goes through its stage loop and its own
-Trainer's `train()` in a thread of its own; only the forward and backward of a training step are shared: one
-model through `torch.func.functional_call` under `torch.func.vmap` (base unbatched, stacks and
-batches batched; math attention, which vmap supports on every device).
+checkpoints (--save_strategy), other optimizers, training sets of different sizes. Each run then goes
+through its stage loop and its own Trainer's `train()` in a thread of its own; only the forward and
+backward of a training step are shared: one model through `torch.func.functional_call` under
+`torch.func.vmap` (base unbatched, stacks and batches batched; math attention, which vmap supports on
+every device), never compiled (a compiled vmapped step diverged; --torch_compile says so in its note).
+
+With --torch_compile, the folded pack's Trainer compiles the folded model as a single run's Trainer
+compiles its model (its steps draw random numbers as the compiled step does: `compiled_random_numbers`).
 
 A run whose data is missing or whose loss turns non-finite fails with its own `error:` line (in a
 folded pack at its next evaluation or at the end, as in a single run; its rows go on apart from the
@@ -69,7 +72,7 @@ from src.delta import METHODS, set_trainable, trained_by
 from src.errors import UserError
 from src.fold import FlatStacks, FoldedModel, aliases, set_parameter, why_not_foldable
 from src.multirun import run_label
-from src.trainer import DeltaTrainer, end_stage, longest_first, why_not_lean
+from src.trainer import DeltaTrainer, compiled_random_numbers, end_stage, longest_first, why_not_lean
 
 
 def describe(experiment):
@@ -126,7 +129,9 @@ def run_packed(experiments):
     if reason is None:
         outcomes = train_folded(live, per_run)
     else:
-        print(f"note: {len(live)} runs packed through vmap, not folded into one batch ({reason})", file=sys.stderr)
+        uncompiled = "; their training steps are not compiled" if live[0].args.torch_compile else ""
+        print(f"note: {len(live)} runs packed through vmap, not folded into one batch ({reason}){uncompiled}",
+              file=sys.stderr)
         pack = Pack([experiment.model for experiment in live], trained_by(live[0].stages.methods))
         outcomes = pack.train([experiment.train for experiment in live])
     for experiment, outcome in zip(live, outcomes):
@@ -292,9 +297,7 @@ class Pack:
             trainer.pack_step = functools.partial(self.meet, "step", run, members=self.training, act=self.step)
         self.stacks = RunStacks([self.models[run] for run in runs], self.per_run)
         self.rows = {run: row for row, run in enumerate(runs)}
-        args = trainers[runs[0]].args
-        self.pad_token_id, self.bf16, self.compile_options = \
-            trainers[runs[0]].data_collator.pad_token_id, args.bf16, compile_options(args)
+        self.pad_token_id, self.bf16 = trainers[runs[0]].data_collator.pad_token_id, trainers[runs[0]].args.bf16
         self.batched_losses = {}
         self.training.update(runs)
         return trainers
@@ -304,7 +307,7 @@ class Pack:
         hold their gradients."""
         template = min(batches)  # waits in this meeting: its model is free for functional_call
         if template not in self.batched_losses:
-            self.batched_losses[template] = packed_loss(self.models[template], self.compile_options)
+            self.batched_losses[template] = packed_loss(self.models[template])
         if not self.models[template].training:  # after an evaluation
             self.models[template].train()
         by_row = [None] * len(self.rows)
@@ -326,6 +329,8 @@ def wait(events: List[threading.Event]) -> None:
 class PackedTrainer(DeltaTrainer):
     """A run's Trainer in a pack: `train()` as in a single run, but the forward and backward of each
     training step are the pack's (`pack_step(batch) -> loss`, set by `Pack.start`)."""
+
+    flattens_trained = False  # the pack holds the runs' tensors in stacks of its own
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -421,21 +426,14 @@ def pad_to_common_length(batches, pad_token_id):
     return stacked
 
 
-def packed_loss(model, compile_options=None):
+def packed_loss(model):
     """The runs' losses in one call: `model`'s loss under vmap over the runs' tensors (a dict of
-    stacks) and their batches (stacked); with `compile_options`, compiled by torch.compile(**options)."""
+    stacks) and their batches (stacked). Never compiled: a compiled vmapped step diverged (NaN losses by
+    step 6 where the eager one trains), so --torch_compile compiles a vmapped pack's evaluations only."""
     def loss(params, batch):
         return functional_call(model, params, args=(), kwargs=batch, tie_weights=False)["loss"]
 
-    batched = vmap(loss, randomness="different")
-    return batched if compile_options is None else torch.compile(batched, **compile_options)
-
-
-def compile_options(args):
-    """torch.compile's options from the Trainer's --torch_compile* arguments; None without --torch_compile."""
-    if not args.torch_compile:
-        return None
-    return {"backend": args.torch_compile_backend, "mode": args.torch_compile_mode}  # backend: set by the Trainer
+    return vmap(loss, randomness="different")
 
 
 def backward_together(batched_loss, stacks, batches, pad_token_id, bf16=False):
@@ -481,8 +479,6 @@ def why_not_folded(experiments, per_run):
         return "a checkpoint holds its run's own optimizer state and Trainer state"
     if args.optim.value not in FOLDED_OPTIMIZERS:
         return f"--optim {args.optim.value}: the folded pack steps AdamW over the runs' stacks"
-    if args.torch_compile:
-        return "--torch_compile: a compiled folded pack is not verified yet"
     if "min_lr" in (args.lr_scheduler_kwargs or {}):
         return "an absolute min_lr in --lr_scheduler_kwargs (the folded schedule scales each run's rate)"
     if len({len(experiment.datasets["train"]) for experiment in experiments}) > 1:
@@ -659,6 +655,7 @@ class FoldedTrainer(DeltaTrainer):
         self.model_accepts_loss_kwargs = False
         self.callback_handler = FanOut(self)
         self.stacks, self.pad_token_id = stacks, collator.pad_token_id
+        self._flat = [stacks]  # zeroed in place (`take_over_zero_grad`)
         self.losses = torch.zeros(len(runs), device=stacks.data.device)  # each run's loss since its last log
         self.totals = [0.0] * len(runs)  # each run's logged losses, summed (the Trainer's train_loss)
         self.finite = torch.ones(len(runs), dtype=torch.bool, device=stacks.data.device)
@@ -691,10 +688,11 @@ class FoldedTrainer(DeltaTrainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not model.training:
             model.train()
+        self.take_over_zero_grad(model)  # the stacks' gradients stay views of one buffer (compiled too)
         inputs = self._prepare_inputs(inputs)
-        with self.compute_loss_context_manager():
+        with self.compute_loss_context_manager(), compiled_random_numbers(self.args.device):
             losses = model(**inputs)["loss"]
-        self.accelerator.backward(losses.sum())
+            self.accelerator.backward(losses.sum())
         losses = losses.detach()
         self.losses += losses
         self.finite &= torch.isfinite(losses)

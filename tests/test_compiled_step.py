@@ -4,9 +4,11 @@ eager run's (tiny RoBERTa, dropout off). Dynamo's `eager` backend traces the mod
 compiles nothing (seconds); tests/test_lean_step.py trains with inductor itself."""
 import pytest
 import torch
+from accelerate.utils import is_compiled_module
 
+from src.packed import FoldedTrainer
 from src.trainer import DeltaTrainer
-from tests.test_packed import TOLERANCE, assert_runs_equal, command, run_in
+from tests.test_packed import TOLERANCE, assert_runs_equal, command, run_in, run_singles
 
 pytestmark = pytest.mark.slow  # about 30 s of CPU; minutes under load
 
@@ -82,3 +84,31 @@ def test_compiled_step_does_not_apply(tiny_roberta, data_root, tmp_path, monkeyp
     assert run_in(tmp_path / "run", argv, monkeypatch) == 0
     assert f"note: --torch_compile compiles the model's forward only ({reason})" in capsys.readouterr().err
     assert [lean for lean, _ in logs] == [False]
+
+
+@pytest.mark.parametrize("combination, folded", [("prompt,bias,adapter", True), ("prefix", False)],
+                         ids=["folded pack", "vmapped pack"])
+def test_compiled_pack_equals_its_eager_runs(combination, folded, no_dropout_roberta, data_root, tmp_path, monkeypatch,
+                                             capsys):
+    """--torch_compile on a pack: a folded pack's Trainer compiles the folded model; a vmapped pack's steps stay
+    eager (a compiled vmapped step diverged to NaN), and its note says so. Either way, the runs' records and saved
+    deltas equal the eager single runs' within 1e-5."""
+    seeds, extra = ["13", "42"], ["--pad_to_multiple_of", "16", "--max_grad_norm", "0.01"]
+    assert run_singles(tmp_path / "eager", no_dropout_roberta, data_root, combination, seeds, ["3e-4"], monkeypatch,
+                       extra) == [0, 0]
+    compiled, train = [], FoldedTrainer.train
+
+    def recording(self, *args, **kwargs):
+        output = train(self, *args, **kwargs)
+        compiled.append(is_compiled_module(self.model_wrapped))
+        return output
+    monkeypatch.setattr(FoldedTrainer, "train", recording)
+    capsys.readouterr()
+    argv = command(no_dropout_roberta, data_root, combination, seeds, ["3e-4"]) + extra + COMPILED
+    assert run_in(tmp_path / "compiled", argv, monkeypatch) == 0
+    note = "note: 2 runs packed through vmap, not folded into one batch"
+    if folded:
+        assert compiled == [True] and note not in capsys.readouterr().err
+    else:
+        assert compiled == [] and "; their training steps are not compiled" in capsys.readouterr().err
+    assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore=IGNORE)
