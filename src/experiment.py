@@ -137,6 +137,10 @@ class Experiment:
         """The splits each stage's best state is scored on."""
         return {"dev": self.datasets["dev"], "test": self.datasets["test"]}
 
+    def final_splits(self):
+        """The splits the final record scores (the last stage's best state)."""
+        return [split for split in self.datasets if not (split == "train" and self.data_args.skip_train_eval)]
+
     def train(self, train_stage=None):
         """(stage results, the last trainer); no training: ([], a trainer for the evaluation).
         `train_stage`: how a stage is trained (`train_in_stages`); a pack's trains its runs together."""
@@ -150,10 +154,10 @@ class Experiment:
         """Final scores (reusing the last stage's), the log record, the saved delta."""
         from src.trainer import score_splits
 
-        data_args, args, datasets, model = self.data_args, self.args, self.datasets, self.model
+        args, datasets, model = self.args, self.datasets, self.model
         # The model is still in the state its last stage was scored in: reuse those scores.
         stage_scores = {split: stage_results[-1][split] for split in self.eval_sets()} if stage_results else {}
-        final_splits = [split for split in datasets if not (split == "train" and data_args.skip_train_eval)]
+        final_splits = self.final_splits()
         scores = {**stage_scores, **score_splits(trainer, {split: datasets[split] for split in final_splits
                                                            if split not in stage_scores})}
         metrics = {}

@@ -72,7 +72,8 @@ from src.delta import METHODS, set_trainable, trained_by
 from src.errors import UserError
 from src.fold import FlatStacks, FoldedModel, aliases, set_parameter, why_not_foldable
 from src.multirun import run_label
-from src.trainer import DeltaTrainer, compiled_random_numbers, end_stage, longest_first, why_not_lean
+from src.trainer import (DeltaTrainer, best_state, compiled_random_numbers, longest_first, score_splits,
+                         stage_result, why_not_lean)
 
 
 def describe(experiment):
@@ -502,13 +503,21 @@ def train_folded(experiments, per_run):
             trainers[run] = experiments[run].make_trainer(models[run], trainer_class=FoldedRunTrainer)
         pack = FoldedTrainer([trainers[run] for run in live], [models[run] for run in live], per_run)
         pack.train()
-        for position, run in enumerate(live):
-            if position in pack.failures:
-                failures[run] = pack.failures[position]
-                continue
-            experiment = experiments[run]
-            results[run].append(end_stage(models[run], trainers[run], spec, experiment.eval_sets(),
-                                          experiment.model_args.stage_init == "last" and index < len(stages) - 1))
+        last_stage = index == len(stages) - 1
+        with contextlib.ExitStack() as states:  # as `end_stage`, with every split scored folded
+            for position, run in enumerate(live):
+                if position in pack.failures:
+                    failures[run] = pack.failures[position]
+                    continue
+                restart = experiments[run].model_args.stage_init == "last" and not last_stage
+                states.enter_context(best_state(models[run], trainers[run], restart))
+            # the last stage: the record's other splits too (`Experiment.finish` scores them in this state)
+            splits = experiments[live[0]].final_splits() if last_stage else list(experiments[live[0]].eval_sets())
+            pack.give_logits([{split: experiments[run].datasets[split] for split in splits} for run in live])
+            for position, run in enumerate(live):
+                if run not in failures:
+                    results[run].append(stage_result(trainers[run], spec,
+                                                     score_splits(trainers[run], experiments[run].eval_sets())))
     return [failures.get(run) or (results[run], trainers[run]) for run in range(len(experiments))]
 
 
@@ -622,13 +631,14 @@ class FoldedRunTrainer(PackedTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.given_logits = None
+        self.given = {}  # id(dataset) -> the logits the pack computed for this run on it, in its order
 
     def predict(self, test_dataset, *args, **kwargs):
-        """The logits the pack computed for this run (once), else a prediction as in a single run."""
-        if self.given_logits is None:
+        """The logits the pack computed for this run on the dataset (once; `test_dataset` is its longest-first
+        Subset: `DeltaTrainer.score`), else a prediction as in a single run."""
+        logits = self.given.pop(id(getattr(test_dataset, "dataset", None)), None)
+        if logits is None:
             return super().predict(test_dataset, *args, **kwargs)
-        logits, self.given_logits = self.given_logits, None
         return PredictionOutput(predictions=logits, label_ids=None, metrics={})
 
 
@@ -741,9 +751,18 @@ class FoldedTrainer(DeltaTrainer):
         for position, trainer in enumerate(self.runs):
             if position not in self.failures:
                 sync_state(trainer, self.state, self.control)
-                trainer.given_logits = logits[position]
+                trainer.given[id(trainer.eval_dataset)] = logits[position]
                 trainer.evaluate(metric_key_prefix=metric_key_prefix)
         return {}
+
+    def give_logits(self, splits):
+        """For each live run, its logits on each dataset of its `splits` ({name: dataset}, one dict per run of
+        the pack), computed in folded batches, for its Trainer's next prediction of that dataset."""
+        for name in splits[0]:
+            datasets = [run_splits[name] for run_splits in splits]
+            for position, logits in enumerate(self.folded_logits(datasets)):
+                if position not in self.failures and logits is not None:
+                    self.runs[position].given[id(datasets[position])] = logits
 
     def folded_logits(self, datasets):
         """Each run's logits on its dataset in its evaluation order (longest first), computed in folded

@@ -297,11 +297,20 @@ def end_stage(model, trainer, spec, eval_sets, restart_from_last):
     """After a stage's training: score its best dev state on `eval_sets`, then leave the model in
     that state, or (restart_from_last) in the state the training ended in. Returns the stage result
     (`spec`: the stage's methods, as `Stages` spells them)."""
+    with best_state(model, trainer, restart_from_last):
+        return stage_result(trainer, spec, score_splits(trainer, eval_sets))
+
+
+@contextlib.contextmanager
+def best_state(model, trainer, restart_from_last):
+    """Inside: the model in its stage's best dev state; after: left there, or (restart_from_last) back
+    in the state its training ended in."""
     last = delta_state(model)
     restore(model, trainer.best_state or last)
-    result = {"training_params": spec, "best_step": trainer.best_step,
-              "eval_history": trainer.eval_history}
-    result.update(score_splits(trainer, eval_sets))
+    yield
     if restart_from_last:
         restore(model, last)
-    return result
+
+
+def stage_result(trainer, spec, scores):
+    return {"training_params": spec, "best_step": trainer.best_step, "eval_history": trainer.eval_history, **scores}
