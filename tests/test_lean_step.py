@@ -12,7 +12,7 @@ from src.delta import set_trainable
 from src.families import FAMILIES as FAMILY_ROWS
 from src.models import build_model
 from src.tasks import get_task
-from src.trainer import DeltaTrainer
+from src.trainer import DeltaTrainer, compiled_random_numbers
 from tests.conftest import FAMILIES
 from tests.test_packed import assert_runs_equal, command, run_in
 
@@ -87,3 +87,41 @@ def test_torch_compile_trains_prompt_bias_and_adapters_like_eager(no_dropout_rob
     assert run_in(tmp_path / "compiled", argv + ["--torch_compile"], monkeypatch) == 0
     assert compiled == (["inductor"] if len(seeds) > 1 else [])
     assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore={"torch_compile", "torch_compile_backend"})
+
+
+def test_the_compiled_step_optimizer_steps_one_buffer_per_parameter_group(no_dropout_roberta, data_root, tmp_path,
+                                                                         monkeypatch):
+    """--torch_compile with AdamW: the trained tensors and their gradients are views of one buffer per parameter
+    group (weight decay or not), which the optimizer holds instead of ~100 tensors; the frozen ones stay apart."""
+    seen, train = [], DeltaTrainer.train
+
+    def recording(self, *args, **kwargs):
+        output = train(self, *args, **kwargs)
+        seen.append((self.optimizer, dict(self.model.named_parameters())))
+        return output
+    monkeypatch.setattr(DeltaTrainer, "train", recording)
+    argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["42"], ["3e-4"], max_steps=2)
+    argv += ["--torch_compile", "--torch_compile_backend", "eager", "--weight_decay", "0.1"]
+    assert run_in(tmp_path / "run", argv, monkeypatch) == 0
+    (optimizer, parameters), = seen
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
+    buffers = [group["params"] for group in optimizer.param_groups]
+    assert all(len(params) == 1 for params in buffers)
+    storages = {params[0].untyped_storage().data_ptr(): params[0] for params in buffers}
+    grads = {params[0].grad.untyped_storage().data_ptr() for params in buffers}
+    trained = {name: p for name, p in parameters.items() if p.requires_grad}
+    assert len(trained) > 10 and sum(p.numel() for p in trained.values()) == sum(b.numel() for b in storages.values())
+    for name, p in parameters.items():
+        assert (p.untyped_storage().data_ptr() in storages) == p.requires_grad, name
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.untyped_storage().data_ptr() in grads, name
+
+
+def test_compiled_steps_draw_random_numbers_from_aten_on_cpu():
+    """On CPU inductor's own code builds a Philox generator per random number (~10x slower); on CUDA it stays."""
+    import torch._inductor.config as inductor
+    with compiled_random_numbers(torch.device("cpu")):
+        assert inductor.fallback_random
+    assert not inductor.fallback_random
+    with compiled_random_numbers(torch.device("cuda")):
+        assert not inductor.fallback_random
