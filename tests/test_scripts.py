@@ -20,6 +20,9 @@ import pytest
 
 from tools import launch
 
+# .ci/run's slow step spreads tests one by one (--dist loadgroup): this file's share module fixtures
+pytestmark = pytest.mark.xdist_group("test_scripts")
+
 ROOT = Path(__file__).resolve().parents[1]
 SOFT_ONE = "*cls*{P}*sent_0**sep+**mask**sep+*"
 SST2_MANUAL = "*cls*{P}*sent_0*_It_was*mask*.*sep+*"
