@@ -429,8 +429,8 @@ def pad_to_common_length(batches, pad_token_id):
 
 def packed_loss(model):
     """The runs' losses in one call: `model`'s loss under vmap over the runs' tensors (a dict of
-    stacks) and their batches (stacked). Never compiled: a compiled vmapped step diverged (NaN losses by
-    step 6 where the eager one trains), so --torch_compile compiles a vmapped pack's evaluations only."""
+    stacks) and their batches (stacked). Never compiled: a compiled vmapped step diverged (NaN losses where
+    the eager one trains), so --torch_compile compiles a vmapped pack's evaluations only."""
     def loss(params, batch):
         return functional_call(model, params, args=(), kwargs=batch, tie_weights=False)["loss"]
 

@@ -116,7 +116,8 @@ class DeltaTrainer(Trainer):
         walks over the model's ~1,400 modules that cost as much as the compiled forward and backward:
         `model.train()` only after an evaluation; the Trainer's `model.zero_grad()` after the optimizer
         step sets the trained tensors' gradients to None only (`zero_trained`), and its clipping takes
-        only those (`clip_trained`). The optimizer is the Trainer's, fused AdamW by default."""
+        only those (`clip_trained`). The optimizer is the Trainer's (fused AdamW by default), over one buffer per
+        parameter group holding the trained tensors (`create_optimizer`)."""
         if not self.model.training:
             model.train()
         self.take_over_zero_grad(model)
