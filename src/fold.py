@@ -53,8 +53,8 @@ def chunks(x: torch.Tensor, runs: int) -> torch.Tensor:
     return x.unflatten(0, (runs, x.size(0) // runs))
 
 
-def per_run(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-run tensor [K, width] (or [K, out, in]) viewed to broadcast over `like` [K, rows, ..., width]."""
+def over_rows(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-run tensor [K], [K, width] or [K, out, in] viewed to broadcast over `like` [K, rows, ..., width]."""
     return tensor.view(tensor.size(0), *[1] * (like.dim() - tensor.dim()), *tensor.shape[1:])
 
 
@@ -75,11 +75,11 @@ class FoldedLinear(nn.Module):
             y4 = chunks(y, self.runs)
         else:
             x4 = chunks(x, self.runs)
-            y4 = torch.matmul(x4, per_run(weight.transpose(1, 2), x4))
+            y4 = torch.matmul(x4, over_rows(weight.transpose(1, 2), x4))
             if shared_bias is not None:
                 y4 = y4 + shared_bias
         if bias is not None and bias.dim() == 2:
-            y4 = y4 + per_run(bias, y4)
+            y4 = y4 + over_rows(bias, y4)
         return y4.flatten(0, 1)
 
 
@@ -99,9 +99,9 @@ class FoldedLayerNorm(nn.Module):
             return y
         y4 = chunks(y, self.runs)
         if weight is not None and weight.dim() == 2:
-            y4 = y4 * per_run(weight, y4)
+            y4 = y4 * over_rows(weight, y4)
         if bias is not None and bias.dim() == 2:
-            y4 = y4 + per_run(bias, y4)
+            y4 = y4 + over_rows(bias, y4)
         return y4.flatten(0, 1)
 
 
@@ -114,7 +114,7 @@ class FoldedEmbedding(nn.Module):
 
     def forward(self, ids):
         ids4 = chunks(ids, self.runs)
-        runs = torch.arange(self.runs, device=ids.device).view(self.runs, *[1] * (ids4.dim() - 1))
+        runs = over_rows(torch.arange(self.runs, device=ids.device), ids4)
         return self.weight[runs, ids4].flatten(0, 1)
 
 
