@@ -88,10 +88,10 @@ def minilm_dir() -> Path:
 
 def _roberta(**overrides):
     tokenizer = roberta_tokenizer()
-    return tokenizer, AutoConfig.for_model(
-        "roberta", vocab_size=len(tokenizer), max_position_embeddings=514, type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, **{**TINY, **overrides})
+    return tokenizer, AutoConfig.for_model("roberta", **{
+        "vocab_size": len(tokenizer), "max_position_embeddings": 514, "type_vocab_size": 1,
+        "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id, **TINY, **overrides})
 
 
 def _bert(**overrides):

@@ -14,9 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import src.fold
 import src.packed
 from run import main
 from src.delta import set_trainable, trained_by
+from src.fold import RealTokens
 from src.models import build_model
 from src.multirun import expand_argv
 from src.packed import FoldedTrainer, PackedTrainer
@@ -157,6 +159,29 @@ def test_packed_runs_equal_single_runs(family, combination, tiny_of, data_root, 
     for run, packed in step_losses["packed"].items():
         assert len(packed) == 4
         assert packed == pytest.approx(step_losses["single"][run], abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_packed_runs_multiplying_only_real_tokens_equal_single_runs(family, tiny_of, data_root, tmp_path, monkeypatch):
+    """With the width floor at 0, every shared linear layer of the tiny models multiplies only the real
+    tokens of the pack's batches (padded to the longest of both runs'): the same runs."""
+    monkeypatch.setattr(src.fold, "UNPADDED_MIN_WIDTH", 0)
+    padding = []
+    linear = RealTokens.linear
+
+    def counting(self, x, weight, bias):
+        if self.index is not None and x.shape[:-1] == self.shape:
+            padding.append(self.shape.numel() - self.index.numel())
+        return linear(self, x, weight, bias)
+
+    monkeypatch.setattr(RealTokens, "linear", counting)
+    model = tiny_of(family, no_dropout=True)
+    argv = command(model, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"])
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    assert padding and min(padding) > 0
+    assert run_singles(tmp_path / "single", model, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"],
+                       monkeypatch) == [0, 0]
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
 
 
 def test_packed_runs_without_clipping_equal_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):

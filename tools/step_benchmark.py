@@ -4,7 +4,8 @@
         --setting "compiled=--torch_compile --pad_to_multiple_of 16" --setting "pack20=--seed $(seq -s ' ' 1 20)"
 
 Each setting is run.py with extra arguments, on the deep-narrow stand-in (roberta-large's 24 layers
-at width 16, one attention head, FFN 64: `src/random_models.create`, real RoBERTa vocabulary), SST-2
+at width 16, one attention head, FFN 64: `src/random_models.create`, real RoBERTa vocabulary) or another
+of tools/benchmark.py's sizes (`--model_size small`: hidden 256, 4 layers, bound by its matrix products), SST-2
 16-shot, `prompt,bias,adapter`, batch 4, one torch thread (OMP_NUM_THREADS=1), dropout as the model's.
 Per-step time = (time at the end of step S2 - time at the end of step S1) / (S2 - S1) inside one run.py
 process (a clock on the Trainer's step-end callbacks; S1 = 20, S2 = --steps), so start-up, compilation
@@ -30,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from src.checks import ArgumentParser, at_least, typed  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
+from tools.benchmark import MODEL_SIZES  # noqa: E402
 
 BASELINE = "eager"
 SKIPPED = 20  # steps before the clock starts: compilation, and recompilation for a second batch shape
-MODEL = dict(hidden_size=16, num_hidden_layers=24, num_attention_heads=1, intermediate_size=64)
 RUN_ARGS = ["--task_name", "SST-2", "--template", "*cls*prompt*sent_0*_It_was*mask*.*sep+*",
             "--mapping", "{'0':'terrible','1':'great'}", "--training_params", "prompt,bias,adapter", "--do_train",
             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32", "--learning_rate", "1e-3",
@@ -55,6 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", required=True, help="SST-2 k-shot folder (train.tsv, dev.tsv)")
     parser.add_argument("--setting", type=setting, action="append", default=[],
                         help="NAME=ARGS: a setting beside the baseline (repeatable)")
+    parser.add_argument("--model_size", default="deep-narrow", choices=sorted(MODEL_SIZES),
+                        help="the random RoBERTa's shape (tools/benchmark.py's sizes)")
     parser.add_argument("--steps", type=typed(int, at_least(SKIPPED + 10)), default=120,
                         help=f"steps per run; timed: those after step {SKIPPED}")
     parser.add_argument("--repeats", type=typed(int, at_least(1)), default=2,
@@ -97,11 +100,11 @@ def step_times(argv):
     return status
 
 
-def per_step(work, data_dir, extra, steps, tag):
+def per_step(work, model, data_dir, extra, steps, tag):
     """Seconds per step of the setting, from one run.py process of `steps` steps: (time at the end of
     step S2 - time at the end of step S1) / (S2 - S1), S2 = `steps`, S1 = SKIPPED."""
     folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
-    argv = [*RUN_ARGS, "--model_name_or_path", str(work / "model"), "--data_dir", str(data_dir),
+    argv = [*RUN_ARGS, "--model_name_or_path", str(model), "--data_dir", str(data_dir),
             "--max_steps", str(steps), "--feature_cache_dir", str(work / "cache"),
             "--output_dir", str(folder / "out" / "{seed}"), "--log_file", str(folder / "log"), *extra]
     child = "import sys; from tools.step_benchmark import step_times; sys.exit(step_times(sys.argv[1:]))"
@@ -118,12 +121,12 @@ def per_step(work, data_dir, extra, steps, tag):
 def measure(args, work):
     """metric, value: each setting's seconds per run-step (the smallest of --repeats), and B's ratios."""
     from src.random_models import create
-    create("roberta", work / "model", **MODEL)
+    model = create("roberta", work / f"model-{args.model_size}", **MODEL_SIZES[args.model_size])
     settings = [(BASELINE, []), *args.setting]
     seconds = {name: [] for name, _ in settings}
     for repeat in range(args.repeats):  # round-robin, a rotating order
         for name, extra in settings[repeat % len(settings):] + settings[:repeat % len(settings)]:
-            seconds[name].append(per_step(work, args.data_dir, extra, args.steps, name) / runs_of(extra))
+            seconds[name].append(per_step(work, model, args.data_dir, extra, args.steps, name) / runs_of(extra))
     for name, extra in settings:
         yield f"runs_{name}", runs_of(extra)
         yield f"per_run_step_ms_{name}_each", " ".join(f"{1000 * s:.2f}" for s in seconds[name])
@@ -137,7 +140,7 @@ def measure(args, work):
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
-    print(f"model\troberta {' '.join(f'{k}={v}' for k, v in MODEL.items())}")
+    print(f"model\troberta {args.model_size}: {' '.join(f'{k}={v}' for k, v in MODEL_SIZES[args.model_size].items())}")
     print(f"steps\t{args.steps} (timed: {SKIPPED + 1} to {args.steps})")
     for name, extra in args.setting:
         print(f"setting_{name}\t{' '.join(extra)}")
