@@ -18,7 +18,7 @@
 #   PACK (1 = off: one process per run; K > 1: up to K runs of one setting (learning rates x
 #         seeds) train together in one process over one copy of the frozen model, src/packed.py;
 #         a job line is then one such pack, and it is pending while any of its runs is). For GPUs:
-#         on CPU a pack is slower than its runs one after another (0.79-0.89x measured; a warning says so)
+#         on CPU only packs that fold pay (README 'Speed'; a warning says so)
 #   ENGINE (local: one job after another here; ray: a Ray cluster (RAY_ADDRESS) or a Ray instance
 #           started here; slurm: a job array (SBATCH_TIMELIMIT required; SBATCH_PARTITION,
 #           SBATCH_GRES, SBATCH_ACCOUNT)). RUNS_PER_GPU, CPUS_PER_JOB: see tools/launch.py --help

@@ -142,8 +142,9 @@ def read_jobs(jobs_file: str) -> Tuple[List[Job], set]:
 def pack_warning(jobs: Sequence[Job], engine: Engine) -> None:
     if any(len(job.runs) > 1 for job in jobs) and not engine.has_gpu():
         where = "this machine has" if engine.name == "local" else f"the {engine.name} jobs get"
-        print(f"warning: PACK > 1, but {where} no GPU: on CPU packed runs are slower than the same runs one "
-              "after another (0.79-0.89x measured, README 'Speed'); use PACK=1 there", file=sys.stderr)
+        print(f"warning: PACK > 1, but {where} no GPU: on CPU only packs that fold pay; a vmapped pack (prefix "
+              "tuning, DeBERTa, LoRA: its note says so) can be slower than its runs one after another "
+              "(README 'Speed')", file=sys.stderr)
 
 
 def launch(jobs_file: str, engine: Engine) -> int:

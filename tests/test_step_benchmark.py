@@ -1,5 +1,6 @@
 """tools/step_benchmark.py (CPU, end to end through run.py, the deep-narrow stand-in): the compiled step's
-per-step time against the eager single run's, measured in the same invocation.
+per-step time against the eager single run's, measured in the same invocation, through tools/gpu_check.sh
+(the GPU script, here on CPU in fp32 with a pack of 2: its settings, run-steps per second, memory per run).
 
 A reduced run (one run of 60 steps per setting, steps 21-60 timed): about 5 minutes on 2 CPU cores, most of
 it compiling. The issue's single-run target (at most a third of the eager step) is not met on this machine,
@@ -9,8 +10,8 @@ dropout drew aten's random numbers). What remains of a compiled step here is ind
 its ~1,000 kernels and matrix products a step (on CPU it has no CUDA graphs), dynamo's guards on ~2,000
 tensors (about 3 ms), and dropout (with dropout 0 the step takes about 20 ms).
 """
+import os
 import subprocess
-import sys
 
 import pytest
 
@@ -21,12 +22,13 @@ pytestmark = pytest.mark.perf
 
 @pytest.fixture(scope="module")
 def figures(data_root, tmp_path_factory):
-    command = [sys.executable, "tools/step_benchmark.py", "--data_dir", str(data_root / "k-shot" / "SST-2" / "16-42"),
-               "--steps", "60", "--repeats", "1", "--work_dir", str(tmp_path_factory.mktemp("step-benchmark")),
-               "--setting", "compiled=--torch_compile --pad_to_multiple_of 16"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    out = tmp_path_factory.mktemp("gpu-check")
+    env = {**os.environ, "DATA_ROOT": str(data_root), "SIZE": "deep-narrow", "STEPS": "60", "PACKS": "2",
+           "RUN_ARGS": ""}
+    done = subprocess.run(["bash", "tools/gpu_check.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line.split("\t") for line in done.stdout.splitlines() if line.strip()]
+    lines = [line.split("\t") for line in (out / "gpu_check.tsv").read_text().splitlines() if line.strip()]
     assert all(len(parts) == 2 for parts in lines), done.stdout
     return dict(lines)
 
@@ -34,6 +36,16 @@ def figures(data_root, tmp_path_factory):
 def test_compiled_step_is_faster_than_the_eager_step(figures):
     assert figures["runs_compiled"] == "1" and float(figures["per_run_step_ms_eager"]) > 0
     assert float(figures["speedup_compiled_vs_eager"]) >= 1.2
+
+
+def test_the_gpu_check_gives_each_setting_its_run_steps_per_second_and_memory_per_run(figures):
+    assert figures["run_args"] == "" and figures["runs_pack2"] == "2"
+    for name in ("eager", "compiled", "pack2"):
+        per_run_step_s = float(figures[f"per_run_step_ms_{name}"]) / 1000
+        assert float(figures[f"run_steps_per_s_{name}"]) == pytest.approx(1 / per_run_step_s, rel=0.01)
+        assert float(figures[f"peak_memory_mb_per_run_{name}"]) > 0
+    # a pack of 2 shares one process (libraries, base model) between its runs
+    assert float(figures["peak_memory_mb_per_run_pack2"]) < float(figures["peak_memory_mb_per_run_eager"])
 
 
 @pytest.mark.xfail(strict=True, reason="2.25x measured on this CPU: inductor's Python wrapper, guards, dropout")

@@ -5,8 +5,8 @@
     python tools/launch.py --status jobs.txt                      # done / failed (with the error) / pending
 
 A job is done when the results log holds its runs, so rerunning the same command resumes. Each job's
-stderr is kept in jobs.txt.state/. PACK > 1 packs are for GPUs: on CPU they are slower than the same
-runs one after another (0.79-0.89x measured), and the launcher warns. How the engines run a job:
+stderr is kept in jobs.txt.state/. PACK > 1 packs are for GPUs: on CPU only packs that fold pay (a
+vmapped one can be slower than its runs one after another), and the launcher warns. How the engines run a job:
 src/launch.py, src/engines.py and src/jobs.py; set-up on a cluster: README, "On a cluster".
 The engines' options come from their `Options` (src/engines.py): a new engine is one class and one entry.
 """
@@ -39,8 +39,8 @@ def engine_options(args: argparse.Namespace):
 @cli
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0], epilog=(
-        "PACK > 1 is for GPUs: on CPU a pack is slower than its runs one after another (0.79-0.89x measured); "
-        "the launcher warns when the jobs get no GPU. README: 'On a cluster'."))
+        "PACK > 1 is for GPUs: on CPU only packs that fold pay (a vmapped one can be slower than its runs one "
+        "after another); the launcher warns when the jobs get no GPU. README: 'On a cluster'."))
     parser.add_argument("jobs_file", metavar="JOBS_FILE", help="a job list (PRINT_JOBS=1 of the sweeps); "
                         "`-` reads it from standard input (with --pending)")
     mode = parser.add_mutually_exclusive_group()

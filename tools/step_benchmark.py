@@ -15,7 +15,10 @@ settings round-robin, and the fastest counts. A pack (`--seed` with K values) gi
 per-step time / K (its first run's clock: the pack steps all runs together).
 
 The baseline `eager` (no extra arguments: today's single run) is always measured in the same
-invocation; each setting's ratio is B / its per-run-step time. Output: `metric<TAB>value` lines.
+invocation; each setting's ratio is B / its per-run-step time. `--run_args` go to every setting, the
+baseline included (e.g. `--bf16`). Also per setting: run-steps per second (all its runs together) and
+peak memory per run (the process's peak / K: on CUDA its tensors', on CPU its resident set, the
+libraries included). Output: `metric<TAB>value` lines. On a GPU: tools/gpu_check.sh.
 """
 import argparse
 import json
@@ -58,6 +61,8 @@ def parse_args(argv=None):
                         help="NAME=ARGS: a setting beside the baseline (repeatable)")
     parser.add_argument("--model_size", default="deep-narrow", choices=sorted(MODEL_SIZES),
                         help="the random RoBERTa's shape (tools/benchmark.py's sizes)")
+    parser.add_argument("--run_args", default="", help="run.py arguments for every setting, the baseline "
+                        "included (split at spaces), e.g. \"--bf16 --max_seq_length 128\"")
     parser.add_argument("--steps", type=typed(int, at_least(SKIPPED + 10)), default=120,
                         help=f"steps per run; timed: those after step {SKIPPED}")
     parser.add_argument("--repeats", type=typed(int, at_least(1)), default=2,
@@ -80,7 +85,11 @@ def runs_of(extra):
 
 def step_times(argv):
     """run.py's main(argv) with a clock on the first Trainer that trains: the time at the end of each of
-    its steps, written to step_times.json (in a child process: `per_step`)."""
+    its steps and the process's peak memory (CUDA: allocated tensors; CPU: resident set), written to
+    step_times.json (in a child process: `per_step`)."""
+    import resource
+
+    import torch
     from run import main
     from src.trainer import DeltaTrainer
     from transformers import TrainerCallback
@@ -96,13 +105,15 @@ def step_times(argv):
         return train(self, *args, **kwargs)
     DeltaTrainer.train = clocked
     status = main(argv)
-    Path("step_times.json").write_text(json.dumps(times))
+    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    Path("step_times.json").write_text(json.dumps({"times": times, "peak_memory_bytes": peak}))
     return status
 
 
 def per_step(work, model, data_dir, extra, steps, tag):
     """Seconds per step of the setting, from one run.py process of `steps` steps: (time at the end of
-    step S2 - time at the end of step S1) / (S2 - S1), S2 = `steps`, S1 = SKIPPED."""
+    step S2 - time at the end of step S1) / (S2 - S1), S2 = `steps`, S1 = SKIPPED; and its peak memory."""
     folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
     argv = [*RUN_ARGS, "--model_name_or_path", str(model), "--data_dir", str(data_dir),
             "--max_steps", str(steps), "--feature_cache_dir", str(work / "cache"),
@@ -114,8 +125,9 @@ def per_step(work, model, data_dir, extra, steps, tag):
     if done.returncode != 0:
         raise UserError(f"setting {tag!r}: run.py exited {done.returncode}: "
                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    times = json.loads((folder / "step_times.json").read_text())
-    return (times[steps - 1] - times[SKIPPED - 1]) / (steps - SKIPPED)
+    clock = json.loads((folder / "step_times.json").read_text())
+    times = clock["times"]
+    return (times[steps - 1] - times[SKIPPED - 1]) / (steps - SKIPPED), clock["peak_memory_bytes"]
 
 
 def measure(args, work):
@@ -123,15 +135,19 @@ def measure(args, work):
     from src.random_models import create
     model = create("roberta", work / f"model-{args.model_size}", **MODEL_SIZES[args.model_size])
     settings = [(BASELINE, []), *args.setting]
-    seconds = {name: [] for name, _ in settings}
+    seconds, peaks = {name: [] for name, _ in settings}, {name: [] for name, _ in settings}
     for repeat in range(args.repeats):  # round-robin, a rotating order
         for name, extra in settings[repeat % len(settings):] + settings[:repeat % len(settings)]:
-            seconds[name].append(per_step(work, model, args.data_dir, extra, args.steps, name) / runs_of(extra))
+            step, peak = per_step(work, model, args.data_dir, [*args.run_args.split(), *extra], args.steps, name)
+            seconds[name].append(step / runs_of(extra))
+            peaks[name].append(peak / runs_of(extra))
     for name, extra in settings:
         yield f"runs_{name}", runs_of(extra)
         yield f"per_run_step_ms_{name}_each", " ".join(f"{1000 * s:.2f}" for s in seconds[name])
     for name, _ in settings:
         yield f"per_run_step_ms_{name}", f"{1000 * min(seconds[name]):.2f}"
+        yield f"run_steps_per_s_{name}", f"{1 / min(seconds[name]):.2f}"
+        yield f"peak_memory_mb_per_run_{name}", f"{max(peaks[name]) / 2 ** 20:.1f}"
     for name, _ in settings[1:]:
         yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
 
@@ -142,6 +158,7 @@ def main(argv=None):
     started = time.time()
     print(f"model\troberta {args.model_size}: {' '.join(f'{k}={v}' for k, v in MODEL_SIZES[args.model_size].items())}")
     print(f"steps\t{args.steps} (timed: {SKIPPED + 1} to {args.steps})")
+    print(f"run_args\t{args.run_args}")
     for name, extra in args.setting:
         print(f"setting_{name}\t{' '.join(extra)}")
     with tempfile.TemporaryDirectory(prefix="step-benchmark-") as scratch:
