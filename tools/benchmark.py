@@ -62,24 +62,12 @@ from src.models import PromptMLM  # noqa: E402
 from src.packed import RunStacks, backward_together, packed_loss, share_frozen  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.templates import label_word_ids, parse_mapping  # noqa: E402
-from src.random_models import SIZES, roberta_tokenizer  # noqa: E402
+from src.random_models import MODEL_SIZES, roberta_tokenizer  # noqa: E402
 
 # Each method of the paper alone, all of them together, and full fine-tuning.
 PAPER_METHODS = [m.name for m in DELTA_METHODS.values() if m.in_paper]
 METHODS = [*PAPER_METHODS, ",".join(PAPER_METHODS), "all"]
 PROMPT_NUM = 10
-MODEL_SIZES = {
-    # small: the whole benchmark runs on 2 CPU cores in under 3 minutes; real RoBERTa vocabulary
-    "small": {**SIZES["roberta-base"][1], "hidden_size": 256, "num_hidden_layers": 4,
-              "num_attention_heads": 4, "intermediate_size": 1024},
-    "base": SIZES["roberta-base"][1],
-    "large": SIZES["roberta-large"][1],
-    # roberta-large's 24 layers (so its count of ops per step) at width 16: the arithmetic is
-    # negligible, so a CPU step costs what the framework costs per op, the part of a GPU step that
-    # the issue's table shows dominating (a stand-in for packing on a GPU, not a GPU measurement)
-    "deep-narrow": {**SIZES["roberta-large"][1], "hidden_size": 16, "num_attention_heads": 1,
-                    "intermediate_size": 64},
-}
 MEMORY_STEPS = 2  # step 2's backward holds weights, optimizer state, gradients and activations at once
 MEMORY_EVAL_BATCHES = 2  # the longest length-grouped batches come first
 MEMORY_PROCESSES = 2  # memory children run side by side, one thread each; nothing is timed meanwhile

@@ -7,7 +7,7 @@
 #   bash ../shared/gpu/prepare.sh SST-2                                  # here, once; carry: [".gpu"]
 #   source .gpu/setup_on_gpu.sh && bash tools/gpu_check.sh "$OUT"        # the device command
 #
-# OUT: where gpu_check.tsv goes. SIZE (default large: tools/benchmark.py's sizes), STEPS (default 60;
+# OUT: where gpu_check.tsv goes. SIZE (default large: src/random_models.MODEL_SIZES), STEPS (default 60;
 # steps 21..STEPS are timed), PACKS (default "4 16 32") and RUN_ARGS (run.py arguments of every
 # setting; default "--bf16 --max_seq_length 128") make another check (tests/test_step_benchmark.py
 # runs it on CPU).

@@ -5,8 +5,9 @@
 
 Each setting is run.py with extra arguments, on the deep-narrow stand-in (roberta-large's 24 layers
 at width 16, one attention head, FFN 64: `src/random_models.create`, real RoBERTa vocabulary) or another
-of tools/benchmark.py's sizes (`--model_size small`: hidden 256, 4 layers, bound by its matrix products), SST-2
-16-shot, `prompt,bias,adapter`, batch 4, one torch thread (OMP_NUM_THREADS=1), dropout as the model's.
+of the benchmarks' sizes (`src/random_models.MODEL_SIZES`; `--model_size small`: hidden 256, 4 layers,
+bound by its matrix products), SST-2 16-shot, `prompt,bias,adapter`, batch 4, one torch thread
+(OMP_NUM_THREADS=1), dropout as the model's.
 Per-step time = (time at the end of step S2 - time at the end of step S1) / (S2 - S1) inside one run.py
 process (a clock on the Trainer's step-end callbacks; S1 = 20, S2 = --steps), so start-up, compilation
 (which under load varies by more than a hundred steps take: walls of whole processes do not cancel it)
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.checks import ArgumentParser, at_least, typed  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
-from tools.benchmark import MODEL_SIZES  # noqa: E402
+from src.random_models import MODEL_SIZES, create  # noqa: E402
 
 BASELINE = "eager"
 SKIPPED = 20  # steps before the clock starts: compilation, and recompilation for a second batch shape
@@ -60,7 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--setting", type=setting, action="append", default=[],
                         help="NAME=ARGS: a setting beside the baseline (repeatable)")
     parser.add_argument("--model_size", default="deep-narrow", choices=sorted(MODEL_SIZES),
-                        help="the random RoBERTa's shape (tools/benchmark.py's sizes)")
+                        help="the random RoBERTa's shape (src/random_models.MODEL_SIZES)")
     parser.add_argument("--run_args", default="", help="run.py arguments for every setting, the baseline "
                         "included (split at spaces), e.g. \"--bf16 --max_seq_length 128\"")
     parser.add_argument("--steps", type=typed(int, at_least(SKIPPED + 10)), default=120,
@@ -132,7 +133,6 @@ def per_step(work, model, data_dir, extra, steps, tag):
 
 def measure(args, work):
     """metric, value: each setting's seconds per run-step (the smallest of --repeats), and B's ratios."""
-    from src.random_models import create
     model = create("roberta", work / f"model-{args.model_size}", **MODEL_SIZES[args.model_size])
     settings = [(BASELINE, []), *args.setting]
     seconds, peaks = {name: [] for name, _ in settings}, {name: [] for name, _ in settings}
