@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 20's GPU measurement, one prepared script for a lent GPU machine (about 8 minutes on an H200):
 # tools/step_benchmark.py on a roberta-large-sized random model, bf16, batch 4, prompt,bias,adapter,
-# SST-2 16-shot (16-42): the eager single run (B), the compiled single run, folded packs of 4, 16 and 32;
-# per setting its run-steps per second and peak GPU memory per run.
+# SST-2 16-shot (16-42): the eager single run (B), the compiled single run (also with CUDA graphs), folded
+# packs of 4, 16 and 32; per setting its run-steps per second and peak GPU memory per run. A setting that
+# fails is reported (failed_NAME) and the others still run.
 #
 #   bash ../shared/gpu/prepare.sh SST-2                                  # here, once; carry: [".gpu"]
 #   source .gpu/setup_on_gpu.sh && bash tools/gpu_check.sh "$OUT"        # the device command
@@ -18,6 +19,9 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 data=${DATA_ROOT:-../shared/data}/k-shot/SST-2/16-42
 settings=(--setting "compiled=--torch_compile --pad_to_multiple_of 16")
+if command -v nvidia-smi > /dev/null; then  # CUDA graphs: the compiled step replayed without Python
+  settings+=(--setting "cudagraphs=--torch_compile --torch_compile_mode reduce-overhead --pad_to_multiple_of 16")
+fi
 for k in ${PACKS:-4 16 32}; do
   settings+=(--setting "pack$k=--seed $(seq -s ' ' 1 "$k")")
 done

@@ -19,7 +19,8 @@ The baseline `eager` (no extra arguments: today's single run) is always measured
 invocation; each setting's ratio is B / its per-run-step time. `--run_args` go to every setting, the
 baseline included (e.g. `--bf16`). Also per setting: run-steps per second (all its runs together) and
 peak memory per run (the process's peak / K: on CUDA its tensors', on CPU its resident set, the
-libraries included). Output: `metric<TAB>value` lines. On a GPU: tools/gpu_check.sh.
+libraries included). A setting whose run fails gets `failed_NAME` (its error line) and the others go on;
+the exit status is then 1. Output: `metric<TAB>value` lines. On a GPU: tools/gpu_check.sh.
 """
 import argparse
 import json
@@ -131,24 +132,35 @@ def per_step(work, model, data_dir, extra, steps, tag):
     return (times[steps - 1] - times[SKIPPED - 1]) / (steps - SKIPPED), clock["peak_memory_bytes"]
 
 
-def measure(args, work):
-    """metric, value: each setting's seconds per run-step (the smallest of --repeats), and B's ratios."""
+def measure(args, work, failed):
+    """metric, value: each setting's seconds per run-step (the smallest of --repeats), and B's ratios. A
+    setting whose run fails is left out from then on (`failed`: name -> its error), the others go on."""
     model = create("roberta", work / f"model-{args.model_size}", **MODEL_SIZES[args.model_size])
     settings = [(BASELINE, []), *args.setting]
     seconds, peaks = {name: [] for name, _ in settings}, {name: [] for name, _ in settings}
     for repeat in range(args.repeats):  # round-robin, a rotating order
         for name, extra in settings[repeat % len(settings):] + settings[:repeat % len(settings)]:
-            step, peak = per_step(work, model, args.data_dir, [*args.run_args.split(), *extra], args.steps, name)
+            if name in failed:
+                continue
+            try:
+                step, peak = per_step(work, model, args.data_dir, [*args.run_args.split(), *extra], args.steps, name)
+            except UserError as error:
+                failed[name] = str(error)
+                continue
             seconds[name].append(step / runs_of(extra))
             peaks[name].append(peak / runs_of(extra))
+    measured = [(name, extra) for name, extra in settings if name not in failed]
     for name, extra in settings:
         yield f"runs_{name}", runs_of(extra)
-        yield f"per_run_step_ms_{name}_each", " ".join(f"{1000 * s:.2f}" for s in seconds[name])
-    for name, _ in settings:
+        if name in failed:
+            yield f"failed_{name}", failed[name]
+        else:
+            yield f"per_run_step_ms_{name}_each", " ".join(f"{1000 * s:.2f}" for s in seconds[name])
+    for name, _ in measured:
         yield f"per_run_step_ms_{name}", f"{1000 * min(seconds[name]):.2f}"
         yield f"run_steps_per_s_{name}", f"{1 / min(seconds[name]):.2f}"
         yield f"peak_memory_mb_per_run_{name}", f"{max(peaks[name]) / 2 ** 20:.1f}"
-    for name, _ in settings[1:]:
+    for name, _ in measured[1:] if BASELINE not in failed else []:
         yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
 
 
@@ -161,13 +173,16 @@ def main(argv=None):
     print(f"run_args\t{args.run_args}")
     for name, extra in args.setting:
         print(f"setting_{name}\t{' '.join(extra)}")
+    failed = {}
     with tempfile.TemporaryDirectory(prefix="step-benchmark-") as scratch:
         work = Path(args.work_dir or scratch)
         work.mkdir(parents=True, exist_ok=True)
-        for metric, value in measure(args, work):
+        for metric, value in measure(args, work, failed):
             print(f"{metric}\t{value}", flush=True)
     print(f"benchmark_wall_s\t{time.time() - started:.1f}")
-    return 0
+    for error in failed.values():
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
