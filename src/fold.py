@@ -93,7 +93,7 @@ class RealTokens:
             return functional.linear(x, weight, bias)
         rows = x.reshape(-1, x.size(-1))
         real = functional.linear(rows.index_select(0, self.index), weight, bias)
-        return rows.new_zeros(rows.size(0), weight.size(0)).index_copy(0, self.index, real).view(*self.shape, -1)
+        return real.new_zeros(rows.size(0), weight.size(0)).index_copy(0, self.index, real).view(*self.shape, -1)
 
 
 class FoldedLinear(nn.Module):

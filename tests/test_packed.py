@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.nn import functional
 from safetensors.torch import load_file
 
 import src.fold
@@ -182,6 +183,25 @@ def test_packed_runs_multiplying_only_real_tokens_equal_single_runs(family, tiny
     assert run_singles(tmp_path / "single", model, data_root, "prompt,bias,adapter", ["13", "42"], ["3e-4"],
                        monkeypatch) == [0, 0]
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16 autocast"])
+def test_real_tokens_linear_equals_the_padded_product_at_real_tokens(autocast):
+    """The unpadded product gives the padded one's values (and dtype, under autocast too) at the real
+    tokens and zeros at the padding; gradients reach only the real tokens."""
+    tokens, mask = RealTokens(), torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    x = torch.randn(2, 4, 128, requires_grad=True)
+    weight, bias = torch.randn(256, 128), torch.randn(256)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        padded = functional.linear(x, weight, bias)
+        with tokens.of(mask):
+            unpadded = tokens.linear(x, weight, bias)
+    assert unpadded.dtype == padded.dtype and unpadded.shape == padded.shape
+    real = mask.bool()
+    assert torch.equal(unpadded[real], padded[real]) and not unpadded[~real].any()
+    unpadded.float().sum().backward()
+    assert x.grad[real].abs().sum(-1).all() and not x.grad[~real].any()
+    assert tokens.index is None  # forgotten after the forward: a later batch of the same shape is not misread
 
 
 def test_packed_runs_without_clipping_equal_single_runs(no_dropout_roberta, data_root, tmp_path, monkeypatch):
