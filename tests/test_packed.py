@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.nn import functional
 from safetensors.torch import load_file
+from torch.nn import functional
 
 import src.fold
 import src.packed

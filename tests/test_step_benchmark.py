@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ROOT
 from tools import step_benchmark
 
+
 @pytest.fixture(scope="module")
 def figures(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
