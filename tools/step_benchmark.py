@@ -160,8 +160,9 @@ def measure(args, work, failed):
         yield f"per_run_step_ms_{name}", f"{1000 * min(seconds[name]):.2f}"
         yield f"run_steps_per_s_{name}", f"{1 / min(seconds[name]):.2f}"
         yield f"peak_memory_mb_per_run_{name}", f"{max(peaks[name]) / 2 ** 20:.1f}"
-    for name, _ in measured[1:] if BASELINE not in failed else []:
-        yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
+    if BASELINE not in failed:
+        for name, _ in measured[1:]:
+            yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
 
 
 @cli
