@@ -16,7 +16,8 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
-from tools import step_benchmark
+from tests.test_estimate import line
+from tools import launch, step_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +65,10 @@ def test_a_failing_setting_is_reported_and_the_others_are_measured(data_root, tm
     figures = dict(line.split("\t") for line in out.splitlines() if line.strip())
     assert status == 1 and "run.py exited 2" in figures["failed_bad"] and "error: setting 'bad'" in err
     assert float(figures["run_steps_per_s_eager"]) > 0 and "speedup_bad_vs_eager" not in figures
+    (tmp_path / "figures.tsv").write_text(out)  # what tools/launch.py --estimate reads: the measured settings
+    job = line(tmp_path, data_root, "TRAIN_PARAM=bias BS=4 LR=1e-3 SEED=13 MAX_STEP=360")
+    (tmp_path / "jobs.txt").write_text(job + "\n")
+    assert launch.main(["--estimate", str(tmp_path / "figures.tsv"), str(tmp_path / "jobs.txt")]) == 0
+    rows = [row.split() for row in capsys.readouterr().out.splitlines()[3:]]
+    rate = figures["run_steps_per_s_eager"]
+    assert rows == [["eager", "1", rate, f"{360 / float(rate) / 3600:.2f}"]]

@@ -3,6 +3,7 @@
     TASK=SST-2 PRINT_JOBS=1 bash run_one_task.sh > jobs.txt       # the job list (or ENGINE=... in the sweep)
     python tools/launch.py --engine ray jobs.txt                  # run the jobs the log does not hold yet
     python tools/launch.py --status jobs.txt                      # done / failed (with the error) / pending
+    python tools/launch.py --estimate gpu_check.tsv jobs.txt      # hours the pending runs take at measured rates
 
 A job is done when the results log holds its runs, so rerunning the same command resumes. Each job's
 stderr is kept in jobs.txt.state/. PACK > 1 packs are for GPUs: on CPU only packs that fold pay (a
@@ -18,6 +19,7 @@ import sys
 from src.checks import ArgumentParser, one_of, typed
 from src.engines import ENGINES, Engine
 from src.errors import cli
+from src.estimate import report
 from src.launch import launch, pending_lines, status
 
 
@@ -47,6 +49,9 @@ def main(argv=None):
     mode.add_argument("--status", action="store_true", help="print what is done, failed (with its error line), "
                       "started and pending; exit 0 when every job is done")
     mode.add_argument("--pending", action="store_true", help="print the job lines the log does not hold yet")
+    mode.add_argument("--estimate", metavar="FIGURES", help="print the pending runs' training steps and the hours "
+                      "they take on one device at each setting's rate in FIGURES (the output of "
+                      "tools/step_benchmark.py or tools/gpu_check.sh; evaluations not counted)")
     parser.add_argument("--engine", default=os.environ.get("ENGINE", "local"), type=typed(str, one_of(*ENGINES)),
                         help="where the jobs run (ENGINE; default local: one after another on this machine)")
     shared = dataclasses.fields(Engine.Options)
@@ -59,6 +64,8 @@ def main(argv=None):
     try:
         if args.status:
             return status(args.jobs_file)
+        if args.estimate:
+            return report(args.jobs_file, args.estimate)
         if args.pending:
             for line in pending_lines(args.jobs_file):
                 print(line)
