@@ -1,16 +1,10 @@
 """gather_result: the two selection protocols on a hand-made log, condition parsing, the CLI."""
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from src.errors import UserError
 from src.results import append_result
 from src.summary import gather
 from tools.gather_result import main, parse_condition
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(task, seed, lr, dev, test, metric="acc", **extra):
@@ -144,11 +138,11 @@ def test_cli_reports_each_settings_missing_seeds(tmp_path, capsys):
         "sst-2_test_eval_acc: 82.00 ± 1.63 (n=3 seeds, missing 21 87, protocol lm-bff)"]
 
 
-def test_cli_exit_codes(log, tmp_path):
+def test_cli_exit_codes(log, tmp_path, capsys):
     def cli(*args):
-        done = subprocess.run([sys.executable, "tools/gather_result.py", *args], cwd=ROOT,
-                              capture_output=True, text=True)
-        return done.returncode, done.stdout, done.stderr
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
 
     code, out, _ = cli("--log_file", log, "--condition", str(CONDITION))
     assert code == 0 and out.splitlines()[-1] == "sst-2_test_eval_acc: 82.67 ± 2.49 (n=3 seeds, protocol lm-bff)"

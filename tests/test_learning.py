@@ -22,7 +22,7 @@ def test_delta_training_learns_sst2(training_params, data_root, tmp_path_factory
     command = [sys.executable, str(ROOT / "run.py"), "--task_name", "SST-2",
                "--data_dir", str(data_root / "original/SST-2"), "--dev_as_test", "--skip_train_eval",
                "--model_name_or_path", str(minilm_dir()), "--do_train", "--eval_strategy", "steps",
-               "--max_steps", "200", "--eval_steps", "100", "--per_device_train_batch_size", "16",
+               "--max_steps", "200", "--eval_steps", "100", "--per_device_train_batch_size", "8",
                "--per_device_eval_batch_size", "64", "--learning_rate", "1e-3", "--max_seq_length", "64",
                "--template", "*cls**sent_0*_It_was*mask*.*sep+*", "--mapping", "{'0':'terrible','1':'great'}",
                "--training_params", training_params, "--seed", "13", "--disable_tqdm", "true",
