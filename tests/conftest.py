@@ -1,5 +1,6 @@
 """Shared fixtures: the data root (env DELTA_DATA_DIR, default ../shared/data) and tiny models."""
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,18 @@ def tiny_of(request):
 def tiny_model(request):
     """Each test using this runs once per model family."""
     return request.getfixturevalue(fixture_name(request.param))
+
+
+@pytest.fixture(scope="session")
+def headless_bert(tiny_bert, tmp_path_factory):
+    """The tiny BERT with a checkpoint that lacks its MLM head, as the quick start's MiniLM does."""
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path_factory.mktemp("headless") / "model"
+    shutil.copytree(tiny_bert, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({name: tensor for name, tensor in state.items() if not name.startswith("cls.")},
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ dtypes, NaN values, missing tensors."""
 import json
 import os
 import re
-import shutil
 
 import pytest
 import torch
@@ -183,17 +182,6 @@ def test_a_delta_the_run_cannot_reproduce_is_refused_before_the_model_loads(case
         code = run.main(to_argv(arguments) + extra)
     assert_one_line_error(code, capsys.readouterr().err, words)
     assert not (tmp_path / "log").exists() and not (tmp_path / "out").exists()
-
-
-@pytest.fixture(scope="module")
-def headless_bert(tiny_bert, tmp_path_factory):
-    """The tiny BERT with a checkpoint that lacks its MLM head, as the quick start's MiniLM does."""
-    folder = tmp_path_factory.mktemp("headless") / "model"
-    shutil.copytree(tiny_bert, folder)
-    state = load_file(str(folder / "model.safetensors"))
-    save_file({name: tensor for name, tensor in state.items() if not name.startswith("cls.")},
-              str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return str(folder)
 
 
 def records(tmp_path):

@@ -18,7 +18,6 @@ import run
 from tests.conftest import ROOT
 from tests.test_bad_input import base_arguments, to_argv
 from tests.test_dataset import cache_files, make_args
-from tests.test_delta_checks import headless_bert  # noqa: F401 (a fixture)
 
 
 def never_build(*args, **kwargs):
