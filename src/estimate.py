@@ -1,11 +1,13 @@
 """How long a job list's pending runs train at measured rates (tools/launch.py --estimate FIGURES).
 
 FIGURES is what tools/step_benchmark.py prints (or tools/gpu_check.sh's gpu_check.tsv on a GPU):
-`metric<TAB>value` lines, per setting `runs_NAME` (runs a process trains together: a pack's K) and
-`run_steps_per_s_NAME`. The estimate counts the optimizer steps each pending run trains (the
-Trainer's count, every stage) and divides them by each setting's rate: hours on one device that
-runs the jobs one after another as that setting ran. Evaluations, start-up and compilation are not
-counted, and a rate holds only for jobs run as it was measured (model, run.py flags, pack size).
+`metric<TAB>value` lines, per setting `runs_NAME` (runs a process trains together: a pack's K),
+`run_steps_per_s_NAME` and `process_overhead_s_NAME` (a process's seconds beyond its steps: start-up,
+compilation, the benchmark's final evaluation). The estimate counts the optimizer steps each pending run
+trains (the Trainer's count, every stage): hours on one device that runs the pending jobs one after
+another as that setting ran = (steps / rate + jobs x overhead) / 3600. Evaluations during training are
+not counted, the final one only as the benchmark's (32 dev examples), and a rate holds only for jobs run
+as it was measured (model, run.py flags, pack size).
 """
 import math
 import os
@@ -18,6 +20,7 @@ from src.launch import read_jobs, run_unit
 
 RATE = "run_steps_per_s_"
 RUNS = "runs_"
+OVERHEAD = "process_overhead_s_"
 ABOUT = ("gpu", "model", "run_args")  # lines that say what was measured
 
 
@@ -26,6 +29,7 @@ class Rate:
     setting: str
     runs: int  # runs per process: a pack's K
     run_steps_per_s: float
+    overhead_s: float  # a process's seconds beyond its steps (0 where the figures lack it)
 
 
 def read_rates(path: str) -> Tuple[List[Rate], Dict[str, str]]:
@@ -46,12 +50,14 @@ def read_rates(path: str) -> Tuple[List[Rate], Dict[str, str]]:
         setting = metric[len(RATE):]
         try:
             rate, runs = float(value), int(values.get(RUNS + setting, "1"))
+            overhead = float(values.get(OVERHEAD + setting, "0"))
         except ValueError:
-            raise UserError(f"--estimate: {path}: {setting}: not a number: {value!r} or "
-                            f"{values.get(RUNS + setting)!r}") from None
-        if not (rate > 0 and math.isfinite(rate)) or runs < 1:
-            raise UserError(f"--estimate: {path}: {setting}: {rate} run-steps/s and {runs} runs: not a rate")
-        rates.append(Rate(setting, runs, rate))
+            raise UserError(f"--estimate: {path}: {setting}: not a number: {value!r}, "
+                            f"{values.get(RUNS + setting)!r} or {values.get(OVERHEAD + setting)!r}") from None
+        if not (rate > 0 and math.isfinite(rate)) or runs < 1 or not math.isfinite(overhead):
+            raise UserError(f"--estimate: {path}: {setting}: {rate} run-steps/s, {runs} runs and {overhead} s "
+                            "a process: not a rate")
+        rates.append(Rate(setting, runs, rate, max(overhead, 0.0)))
     if not rates:
         raise UserError(f"--estimate: {path} holds no `{RATE}NAME<TAB>value` line: it is not what "
                         "tools/step_benchmark.py or tools/gpu_check.sh print")
@@ -89,12 +95,19 @@ def report(jobs_file: str, figures: str) -> int:
         raise UserError(f"--estimate: {blocked[0].label}: {blocked[0].setup_error.removeprefix('error: ')}")
     steps = [training_steps(run, job.folder) for job in pending for run in job.runs]
     total = sum(steps)
-    print(f"{jobs_file}: {len(jobs)} {run_unit(jobs)}, {len(pending)} not in the log yet: "
-          f"{sum(1 for s in steps if s)} runs that train, {total} run-steps (evaluations not counted)")
+    print(f"{jobs_file}: {len(jobs)} {run_unit(jobs)}, {len(pending)} not in the log yet (a process each): "
+          f"{sum(1 for s in steps if s)} runs that train, {total} run-steps")
     print(f"hours on one device, at the rates of {figures} "
-          f"({'; '.join(f'{name} {value}' for name, value in about.items()) or 'no description'}):")
-    print(f"{'setting':<16}{'runs':>6}{'run-steps/s':>14}{'hours':>12}")
+          f"({'; '.join(f'{name} {value}' for name, value in about.items()) or 'no description'}); "
+          "evaluations during training not counted:")
+    print(f"{'setting':<16}{'runs':>6}{'run-steps/s':>14}{'s/process':>12}{'hours':>10}")
+    packs = {len(job.runs) for job in pending if job.runs}  # runs per process of these jobs
+    other = [rate for rate in rates if packs and packs != {rate.runs}]
     for rate in rates:
-        print(f"{rate.setting:<16}{rate.runs:>6}{rate.run_steps_per_s:>14.2f}"
-              f"{total / rate.run_steps_per_s / 3600:>12.2f}")
+        hours = (total / rate.run_steps_per_s + len(pending) * rate.overhead_s) / 3600
+        print(f"{rate.setting:<16}{rate.runs:>6}{rate.run_steps_per_s:>14.2f}{rate.overhead_s:>12.1f}{hours:>10.2f}"
+              + ("  *" if rate in other else ""))
+    if other:
+        print(f"* measured with another number of runs per process than these jobs' "
+              f"({', '.join(map(str, sorted(packs)))}): run as it was, they would be other jobs (PACK)")
     return 0

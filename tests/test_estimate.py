@@ -7,7 +7,8 @@ from tests.test_scripts import ROOT
 from tools import launch
 
 FIGURES = ("model\troberta large: hidden_size=1024\nruns_eager\t1\nrun_steps_per_s_eager\t0.01\n"
-           "per_run_step_ms_eager\t100000\nruns_pack4\t4\nrun_steps_per_s_pack4\t0.04\n")
+           "per_run_step_ms_eager\t100000\nprocess_overhead_s_eager\t900.0\nruns_pack4\t4\n"
+           "run_steps_per_s_pack4\t0.04\n")  # pack4: no overhead line (counted as 0)
 
 
 def line(folder, data_root, variables, extra=""):
@@ -16,7 +17,8 @@ def line(folder, data_root, variables, extra=""):
 
 
 def test_estimate_counts_every_stage_run_and_epoch(tmp_path, data_root, capsys):
-    """zero-shot 0 steps; one run 100; a pack of two two-stage runs 2 x 2 x 50; by epochs 2 x 32 / 4."""
+    """zero-shot 0 steps; one run 100; a pack of two two-stage runs 2 x 2 x 50; by epochs 2 x 32 / 4; and
+    each of the 4 jobs a process with its overhead."""
     lines = [line(tmp_path, data_root, "NOTRAIN=1"),
              line(tmp_path, data_root, "TRAIN_PARAM=bias BS=4 LR=1e-3 SEED=13 MAX_STEP=100"),
              line(tmp_path, data_root, "TRAIN_PARAM=prompt\\ bias PROMPT=prompt BS=4 LR=1e-3 SEED=13\\ 42 MAX_STEP=50"),
@@ -26,12 +28,13 @@ def test_estimate_counts_every_stage_run_and_epoch(tmp_path, data_root, capsys):
     (tmp_path / "figures.tsv").write_text(FIGURES)
     assert launch.main(["--estimate", str(tmp_path / "figures.tsv"), str(tmp_path / "jobs.txt")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith(": 4 packs of up to 2 runs, 4 not in the log yet: 4 runs that train, "
-                           "316 run-steps (evaluations not counted)")
+    assert out[0].endswith(": 4 packs of up to 2 runs, 4 not in the log yet (a process each): 4 runs that train, "
+                           "316 run-steps")
     assert "model roberta large: hidden_size=1024" in out[1]
-    rows = {row.split()[0]: row.split()[1:] for row in out[3:]}
-    assert rows == {"eager": ["1", "0.01", f"{316 / 0.01 / 3600:.2f}"],
-                    "pack4": ["4", "0.04", f"{316 / 0.04 / 3600:.2f}"]}
+    rows = {row.split()[0]: row.split()[1:] for row in out[3:5]}
+    assert rows == {"eager": ["1", "0.01", "900.0", f"{(316 / 0.01 + 4 * 900) / 3600:.2f}", "*"],
+                    "pack4": ["4", "0.04", "0.0", f"{316 / 0.04 / 3600:.2f}", "*"]}
+    assert out[5].startswith("* measured with another number of runs per process than these jobs' (1, 2)")
     assert not (tmp_path / "log").exists() and not (tmp_path / "jobs.txt.state").exists()  # nothing ran
 
 
@@ -40,6 +43,7 @@ BAD_FIGURES = {  # case -> (the figures file's text or None: missing, culprit)
     "no rate": ("model\troberta\nper_run_step_ms_eager\t50\n", "holds no `run_steps_per_s_NAME"),
     "a rate that is not a number": ("run_steps_per_s_eager\tfast\n", "eager: not a number"),
     "a zero rate": ("run_steps_per_s_eager\t0\n", "eager: 0.0 run-steps/s"),
+    "an overhead that is not a number": ("run_steps_per_s_eager\t2\nprocess_overhead_s_eager\tnan\n", "nan s"),
 }
 
 

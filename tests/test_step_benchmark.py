@@ -46,6 +46,9 @@ def test_the_gpu_check_gives_each_setting_its_run_steps_per_second_and_memory_pe
         per_run_step_s = float(figures[f"per_run_step_ms_{name}"]) / 1000
         assert float(figures[f"run_steps_per_s_{name}"]) == pytest.approx(1 / per_run_step_s, rel=0.01)
         assert float(figures[f"peak_memory_mb_per_run_{name}"]) > 0
+        assert float(figures[f"process_overhead_s_{name}"]) > 0
+    # the compiled run's process compiles: seconds a plain run's process does not take
+    assert float(figures["process_overhead_s_compiled"]) > float(figures["process_overhead_s_eager"])
     # a pack of 2 shares one process (libraries, base model) between its runs
     assert float(figures["peak_memory_mb_per_run_pack2"]) < float(figures["peak_memory_mb_per_run_eager"])
 
@@ -70,5 +73,6 @@ def test_a_failing_setting_is_reported_and_the_others_are_measured(data_root, tm
     (tmp_path / "jobs.txt").write_text(job + "\n")
     assert launch.main(["--estimate", str(tmp_path / "figures.tsv"), str(tmp_path / "jobs.txt")]) == 0
     rows = [row.split() for row in capsys.readouterr().out.splitlines()[3:]]
-    rate = figures["run_steps_per_s_eager"]
-    assert rows == [["eager", "1", rate, f"{360 / float(rate) / 3600:.2f}"]]
+    rate, overhead = figures["run_steps_per_s_eager"], figures["process_overhead_s_eager"]
+    assert float(overhead) > 0  # start-up at least
+    assert rows == [["eager", "1", rate, overhead, f"{(360 / float(rate) + float(overhead)) / 3600:.2f}"]]

@@ -2,8 +2,9 @@
 # Issue 20's GPU measurement, one prepared script for a lent GPU machine (about 8 minutes on an H200):
 # tools/step_benchmark.py on a roberta-large-sized random model, bf16, batch 4, prompt,bias,adapter,
 # SST-2 16-shot (16-42): the eager single run (B), the compiled single run (also with CUDA graphs), folded
-# packs of 4, 16 and 32; per setting its run-steps per second and peak GPU memory per run. A setting that
-# fails is reported (failed_NAME) and the others still run.
+# packs of 4, 16 and 32; per setting its run-steps per second, peak GPU memory per run and seconds per
+# process beyond its steps (tools/launch.py --estimate reads them). A setting that fails is reported
+# (failed_NAME) and the others still run.
 #
 #   bash ../shared/gpu/prepare.sh SST-2                                  # here, once; carry: [".gpu"]
 #   source .gpu/setup_on_gpu.sh && bash tools/gpu_check.sh "$OUT"        # the device command

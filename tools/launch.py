@@ -50,8 +50,9 @@ def main(argv=None):
                       "started and pending; exit 0 when every job is done")
     mode.add_argument("--pending", action="store_true", help="print the job lines the log does not hold yet")
     mode.add_argument("--estimate", metavar="FIGURES", help="print the pending runs' training steps and the hours "
-                      "they take on one device at each setting's rate in FIGURES (the output of "
-                      "tools/step_benchmark.py or tools/gpu_check.sh; evaluations not counted)")
+                      "they take on one device at each setting's rate and overhead per process in FIGURES (the "
+                      "output of tools/step_benchmark.py or tools/gpu_check.sh; evaluations during training not "
+                      "counted)")
     parser.add_argument("--engine", default=os.environ.get("ENGINE", "local"), type=typed(str, one_of(*ENGINES)),
                         help="where the jobs run (ENGINE; default local: one after another on this machine)")
     shared = dataclasses.fields(Engine.Options)

@@ -17,10 +17,12 @@ per-step time / K (its first run's clock: the pack steps all runs together).
 
 The baseline `eager` (no extra arguments: today's single run) is always measured in the same
 invocation; each setting's ratio is B / its per-run-step time. `--run_args` go to every setting, the
-baseline included (e.g. `--bf16`). Also per setting: run-steps per second (all its runs together) and
+baseline included (e.g. `--bf16`). Also per setting: run-steps per second (all its runs together),
 peak memory per run (the process's peak / K: on CUDA its tensors', on CPU its resident set, the
-libraries included). A setting whose run fails gets `failed_NAME` (its error line) and the others go on;
-the exit status is then 1. Output: `metric<TAB>value` lines. On a GPU: tools/gpu_check.sh.
+libraries included) and the seconds a process takes beyond its steps (its wall minus --steps at its
+rate: start-up, compilation, the final evaluation; the smallest of --repeats). A setting whose run
+fails gets `failed_NAME` (its error line) and the others go on; the exit status is then 1. Output:
+`metric<TAB>value` lines, which tools/launch.py --estimate reads. On a GPU: tools/gpu_check.sh.
 """
 import argparse
 import json
@@ -115,7 +117,8 @@ def step_times(argv):
 
 def per_step(work, model, data_dir, extra, steps, tag):
     """Seconds per step of the setting, from one run.py process of `steps` steps: (time at the end of
-    step S2 - time at the end of step S1) / (S2 - S1), S2 = `steps`, S1 = SKIPPED; and its peak memory."""
+    step S2 - time at the end of step S1) / (S2 - S1), S2 = `steps`, S1 = SKIPPED; its peak memory; and
+    the process's seconds beyond its steps at that rate (start-up, compilation, the final evaluation)."""
     folder = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=work))
     argv = [*RUN_ARGS, "--model_name_or_path", str(model), "--data_dir", str(data_dir),
             "--max_steps", str(steps), "--feature_cache_dir", str(work / "cache"),
@@ -123,13 +126,16 @@ def per_step(work, model, data_dir, extra, steps, tag):
     child = "import sys; from tools.step_benchmark import step_times; sys.exit(step_times(sys.argv[1:]))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", child, *argv], cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
     if done.returncode != 0:
         raise UserError(f"setting {tag!r}: run.py exited {done.returncode}: "
                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
     clock = json.loads((folder / "step_times.json").read_text())
     times = clock["times"]
-    return (times[steps - 1] - times[SKIPPED - 1]) / (steps - SKIPPED), clock["peak_memory_bytes"]
+    step = (times[steps - 1] - times[SKIPPED - 1]) / (steps - SKIPPED)
+    return step, clock["peak_memory_bytes"], wall - steps * step
 
 
 def measure(args, work, failed):
@@ -137,18 +143,20 @@ def measure(args, work, failed):
     setting whose run fails is left out from then on (`failed`: name -> its error), the others go on."""
     model = create("roberta", work / f"model-{args.model_size}", **MODEL_SIZES[args.model_size])
     settings = [(BASELINE, []), *args.setting]
-    seconds, peaks = {name: [] for name, _ in settings}, {name: [] for name, _ in settings}
+    seconds, peaks, overheads = ({name: [] for name, _ in settings} for _ in range(3))
     for repeat in range(args.repeats):  # round-robin, a rotating order
         for name, extra in settings[repeat % len(settings):] + settings[:repeat % len(settings)]:
             if name in failed:
                 continue
             try:
-                step, peak = per_step(work, model, args.data_dir, [*args.run_args.split(), *extra], args.steps, name)
+                step, peak, overhead = per_step(work, model, args.data_dir, [*args.run_args.split(), *extra],
+                                                args.steps, name)
             except UserError as error:
                 failed[name] = str(error)
                 continue
             seconds[name].append(step / runs_of(extra))
             peaks[name].append(peak / runs_of(extra))
+            overheads[name].append(overhead)
     measured = [(name, extra) for name, extra in settings if name not in failed]
     for name, extra in settings:
         yield f"runs_{name}", runs_of(extra)
@@ -160,6 +168,7 @@ def measure(args, work, failed):
         yield f"per_run_step_ms_{name}", f"{1000 * min(seconds[name]):.2f}"
         yield f"run_steps_per_s_{name}", f"{1 / min(seconds[name]):.2f}"
         yield f"peak_memory_mb_per_run_{name}", f"{max(peaks[name]) / 2 ** 20:.1f}"
+        yield f"process_overhead_s_{name}", f"{min(overheads[name]):.1f}"
     if BASELINE not in failed:
         for name, _ in measured[1:]:
             yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
