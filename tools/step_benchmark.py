@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.checks import ArgumentParser, at_least, typed  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
+from src.estimate import OVERHEAD, RATE, RUNS  # noqa: E402 (the names --estimate reads)
 from src.random_models import MODEL_SIZES, create  # noqa: E402
 
 BASELINE = "eager"
@@ -159,16 +160,16 @@ def measure(args, work, failed):
             overheads[name].append(overhead)
     measured = [(name, extra) for name, extra in settings if name not in failed]
     for name, extra in settings:
-        yield f"runs_{name}", runs_of(extra)
+        yield f"{RUNS}{name}", runs_of(extra)
         if name in failed:
             yield f"failed_{name}", failed[name]
         else:
             yield f"per_run_step_ms_{name}_each", " ".join(f"{1000 * s:.2f}" for s in seconds[name])
     for name, _ in measured:
         yield f"per_run_step_ms_{name}", f"{1000 * min(seconds[name]):.2f}"
-        yield f"run_steps_per_s_{name}", f"{1 / min(seconds[name]):.2f}"
+        yield f"{RATE}{name}", f"{1 / min(seconds[name]):.2f}"
         yield f"peak_memory_mb_per_run_{name}", f"{max(peaks[name]) / 2 ** 20:.1f}"
-        yield f"process_overhead_s_{name}", f"{min(overheads[name]):.1f}"
+        yield f"{OVERHEAD}{name}", f"{min(overheads[name]):.1f}"
     if BASELINE not in failed:
         for name, _ in measured[1:]:
             yield f"speedup_{name}_vs_{BASELINE}", f"{min(seconds[BASELINE]) / min(seconds[name]):.3f}"
