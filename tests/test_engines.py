@@ -105,6 +105,7 @@ def local_runs(sweep_env, tmp_path_factory):
 
 
 @pytest.mark.slow  # a real Ray instance and a 9-run sweep, under a minute
+@pytest.mark.duration(85)  # the Ray instance's start included
 def test_ray_sweep_equals_local_and_a_killed_worker_is_retried(sweep_env, local_runs, tmp_path, monkeypatch):
     running = start_sweep(sweep_env, tmp_path, ENGINE="ray")
     state = tmp_path / f"{JOB_LIST}.state"
@@ -160,6 +161,7 @@ def slurm(conf, *command):
 
 
 @pytest.mark.slow  # a real Slurm cluster; the 9-run sweep cancelled, then resubmitted: about a minute
+@pytest.mark.duration(60)
 def test_slurm_sweep_cancelled_then_resubmitted_logs_every_run_once(sweep_env, local_runs, slurm_conf, tmp_path,
                                                                      monkeypatch):
     env = dict(sweep_env, ENGINE="slurm", SBATCH_TIMELIMIT="30", SLURM_CONF=slurm_conf)

@@ -15,6 +15,7 @@ MAJORITY = 0.509
 
 
 @pytest.mark.slow
+@pytest.mark.duration(85)
 @pytest.mark.parametrize("training_params", ["adapter", "bias,adapter"])
 def test_delta_training_learns_sst2(training_params, data_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("learn")

@@ -184,6 +184,7 @@ def one_task_sweep(tmp_path_factory, tiny_roberta, data_root):
 
 
 @pytest.mark.slow  # a real sweep of 12-16 runs
+@pytest.mark.duration(140)  # the sweep (its fixture) included
 def test_one_task_runs_all_16_settings(one_task_sweep, data_root):
     result, tmp = one_task_sweep["result"], one_task_sweep["tmp"]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -220,6 +221,7 @@ def test_one_task_table_has_every_cell(one_task_sweep):
 
 
 @pytest.mark.slow  # a real sweep of 12-16 runs
+@pytest.mark.duration(45)
 def test_one_task_rerun_appends_nothing_and_is_fast(one_task_sweep):
     tmp, env = one_task_sweep["tmp"], one_task_sweep["env"]
     before = (tmp / "log").read_text()
@@ -253,6 +255,7 @@ def test_a_registry_method_sweeps_and_tabulates_without_script_edits(tmp_path, t
 
 
 @pytest.mark.slow  # a real sweep of 12-16 runs
+@pytest.mark.duration(130)
 def test_mulstage_task_runs_the_6_orders(tmp_path, tiny_roberta, data_root):
     env = dict(small_sweep_env(tmp_path, tiny_roberta, data_root), TAG="mul")
     result = run_script("run_mulstage_task.sh", env, f"--feature_cache_dir {tmp_path / 'cache'}")

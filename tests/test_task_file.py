@@ -314,6 +314,7 @@ def test_every_job_line_carries_the_task_file(kshot, tmp_path):
 # ---- the example end to end: k-shot splits, a 2-run sweep, gather, table ---------------------------
 
 @pytest.mark.slow  # two real runs through the sweep script
+@pytest.mark.duration(35)
 def test_the_example_end_to_end(kshot, tiny_bert, tmp_path, capsys):
     env = dict(TASK_FILE=TASK_FILE, MODEL=tiny_bert, DATA_ROOT=kshot, K=8, SEEDS="13 42", LRS="1e-3", HARDS="Y",
                COMBOS="bias", MAX_STEP=4, EVAL_STEP=2, LOG_FILE=tmp_path / "log", RESULT_DIR=tmp_path / "result")
