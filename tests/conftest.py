@@ -20,10 +20,10 @@ DATA_ROOT = Path(os.environ.get("DELTA_DATA_DIR", ROOT.parent / "shared" / "data
 
 def pytest_collection_modifyitems(items):
     """Longest first: the tests and xdist groups whose `duration` marks sum highest ahead of the rest (which
-    keep their order), and in a group its longest tests first. A worker of the slow step (`--dist loadgroup
-    --no-loadscope-reorder`) takes the next test or group as soon as it has two or fewer tests left, so a
-    long one left for last, or taken behind a group's long tail, keeps that worker minutes after the other
-    has finished (measured there: 467-527 s with the groups ordered by their count of tests)."""
+    keep their order), and in a group its longest tests first. A worker of .ci/run's first step (`--dist
+    loadgroup --no-loadscope-reorder`) takes the next test or group as soon as it has two or fewer tests left,
+    so a long one left for last, or taken behind a group's long tail, keeps that worker minutes after the other
+    has finished (measured with the slow tests alone: 467-527 s with the groups ordered by their count of tests)."""
     def unit(item):
         group = item.get_closest_marker("xdist_group")
         return (group.kwargs.get("name") or group.args[0]) if group else item.nodeid

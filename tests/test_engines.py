@@ -24,7 +24,7 @@ from src.results import METRIC_KEY, read_results
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
 from tools import launch
 
-# .ci/run's slow step spreads tests one by one (--dist loadgroup): this file's share module fixtures
+# .ci/run spreads tests one by one (--dist loadgroup): this file's share module fixtures
 pytestmark = pytest.mark.xdist_group("test_engines")
 
 JOB_LIST = "log.jobs/fewshot-SST-2-exp.txt"  # where run_one_task.sh writes it, beside LOG_FILE=<tmp>/log

@@ -20,7 +20,7 @@ import pytest
 
 from tools import launch
 
-# .ci/run's slow step spreads tests one by one (--dist loadgroup): this file's share module fixtures
+# .ci/run spreads tests one by one (--dist loadgroup): this file's share module fixtures
 pytestmark = pytest.mark.xdist_group("test_scripts")
 
 ROOT = Path(__file__).resolve().parents[1]

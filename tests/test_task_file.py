@@ -21,7 +21,7 @@ from src.tasks import TASKS, TaskError, get_task, load_task_file, read_examples
 from tests.test_scripts import ROOT, read_log, run_script
 from tools import gather_result, generate_k_shot_data, make_table, task_args
 
-# .ci/run's slow step spreads tests one by one (--dist loadgroup): this file's share module fixtures
+# .ci/run spreads tests one by one (--dist loadgroup): this file's share module fixtures
 pytestmark = pytest.mark.xdist_group("test_task_file")
 
 EXAMPLE = ROOT / "examples" / "topic"
