@@ -700,7 +700,7 @@ class FoldedTrainer(DeltaTrainer):
             model.train()
         self.take_over_zero_grad(model)  # the stacks' gradients stay views of one buffer (compiled too)
         inputs = self._prepare_inputs(inputs)
-        with self.compute_loss_context_manager(), compiled_random_numbers(self.args.device):
+        with self.compute_loss_context_manager(), compiled_random_numbers(self.args):
             losses = model(**inputs)["loss"]
             self.accelerator.backward(losses.sum())
         losses = losses.detach()

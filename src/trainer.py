@@ -55,7 +55,7 @@ class DeltaTrainer(Trainer):
     Snapshots hold only the delta (no multi-GB checkpoint per evaluation); `restore` puts one back.
     """
 
-    flattens_trained = True  # the compiled step's optimizer may lay the trained tensors in one buffer
+    flattens_trained = True  # the lean step's optimizer may lay the trained tensors in one buffer
 
     def __init__(self, *args, task, **kwargs):
         super().__init__(*args, **kwargs)
@@ -90,12 +90,13 @@ class DeltaTrainer(Trainer):
             self._tracking = False
 
     def create_accelerator_and_postprocess(self):
-        """With --torch_compile, the compiled step (`lean_step`) where nothing of the Trainer's own step applies."""
+        """The lean step (`lean_step`) wherever nothing of the Trainer's own step applies, compiled with
+        --torch_compile; elsewhere the Trainer's own step (with --torch_compile: its model's forward compiled)."""
         super().create_accelerator_and_postprocess()
-        reason = why_not_lean(self.args) if self.args.torch_compile else None
-        if reason:
+        reason = why_not_lean(self.args)
+        if reason and self.args.torch_compile:
             print(f"note: --torch_compile compiles the model's forward only ({reason})", file=sys.stderr)
-        self.lean = self.args.torch_compile and reason is None
+        self.lean = reason is None
         if self.lean:  # the Trainer clips `model.parameters()`: a walk over every module, each step
             self.accelerator.clip_grad_norm_ = self.clip_trained
 
@@ -111,9 +112,10 @@ class DeltaTrainer(Trainer):
         return loss
 
     def lean_step(self, model, inputs):
-        """The compiled step: the Trainer's training step where nothing of its own applies (`why_not_lean`),
-        through the model that the Trainer compiled (--torch_compile: forward and backward), without the
-        walks over the model's ~1,400 modules that cost as much as the compiled forward and backward:
+        """The Trainer's training step where nothing of its own applies (`why_not_lean`), through the model
+        (with --torch_compile the one the Trainer compiled: forward and backward compiled), without the
+        walks over the model's ~1,400 modules that cost a quarter of an eager step (more than the compiled
+        forward and backward):
         `model.train()` only after an evaluation; the Trainer's `model.zero_grad()` after the optimizer
         step sets the trained tensors' gradients to None only (`zero_trained`), and its clipping takes
         only those (`clip_trained`). The optimizer is the Trainer's (fused AdamW by default), over one buffer per
@@ -121,13 +123,13 @@ class DeltaTrainer(Trainer):
         if not self.model.training:
             model.train()
         self.take_over_zero_grad(model)
-        with self.compute_loss_context_manager(), compiled_random_numbers(self.args.device):
+        with self.compute_loss_context_manager(), compiled_random_numbers(self.args):
             loss = self.compute_loss(model, self._prepare_inputs(inputs))
             loss.backward()
         return loss.detach()
 
     def create_optimizer(self):
-        """In the compiled step with an elementwise optimizer (the default fused AdamW): the trained tensors
+        """In the lean step with an elementwise optimizer (the default fused AdamW): the trained tensors
         of each parameter group (weight decay or not) laid end to end in one buffer, their gradients too
         (`FlatStacks` of one run), and the Trainer's optimizer over the buffers: one update, one clipping
         norm and one zeroing per step instead of one per trained tensor (~400; 4 ms of a 35 ms CPU step)."""
@@ -222,11 +224,11 @@ class DeltaTrainer(Trainer):
         return metrics
 
 
-def compiled_random_numbers(device):
+def compiled_random_numbers(args):
     """Where the compiled step's graphs (compiled at their first call, inside) draw dropout's random numbers:
     on CPU from aten's generator, as eager code does; inductor's own CPU code builds a Philox generator for
     each number it draws (measured: 32.9 -> 29.1 ms a compiled step, docs/PERFORMANCE.md)."""
-    if device.type != "cpu":
+    if not args.torch_compile or args.device.type != "cpu":
         return contextlib.nullcontext()
     import torch._inductor.config  # noqa: F401 (loaded by torch.compile's first call; here it is patched before)
     return torch._inductor.config.patch(fallback_random=True)
@@ -240,6 +242,8 @@ def why_not_lean(args):
         return "fp16 loss scaling"
     if args.world_size > 1 or args.deepspeed or args.fsdp:
         return "several processes"
+    if args.n_gpu > 1:
+        return "several GPUs in one process (the Trainer averages their losses)"
     optim = args.optim.value
     if optim in ("lomo", "adalomo") or optim.startswith("schedule_free"):
         return f"--optim {optim} works inside the Trainer's training step"

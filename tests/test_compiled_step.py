@@ -1,11 +1,13 @@
-"""The compiled step (`--torch_compile`, src/trainer.py's `lean_step`): the Trainer's own `train()` with the
-forward and backward compiled and its per-step walks over the model's modules gone; every result equals the
-eager run's (tiny RoBERTa, dropout off). Dynamo's `eager` backend traces the model as inductor's would but
-compiles nothing (seconds); tests/test_lean_step.py trains with inductor itself."""
+"""The lean step (src/trainer.py's `lean_step`, every single run's, compiled with `--torch_compile`): the
+Trainer's own `train()` with its per-step walks over the model's modules gone (and the forward and backward
+compiled); every result equals the Trainer's own step's (tiny RoBERTa, dropout off). Dynamo's `eager`
+backend traces the model as inductor's would but compiles nothing (seconds); tests/test_lean_step.py trains
+with inductor itself."""
 import pytest
 import torch
 from accelerate.utils import is_compiled_module
 
+import src.trainer
 from src.packed import FoldedTrainer
 from src.trainer import DeltaTrainer
 from tests.test_packed import TOLERANCE, assert_runs_equal, command, run_in, run_singles
@@ -45,9 +47,9 @@ def training_modes(monkeypatch):
     return seen
 
 
-def assert_logs_equal(compiled, eager):
-    assert len(compiled) == len(eager)
-    for (_, history_c), (_, history_e) in zip(compiled, eager):
+def assert_logs_equal(lean, reference):
+    assert len(lean) == len(reference)
+    for (_, history_c), (_, history_e) in zip(lean, reference):
         assert [set(entry) for entry in history_c] == [set(entry) for entry in history_e]
         for entry_c, entry_e in zip(history_c, history_e):
             for key in entry_c.keys() - {"train_runtime", "train_samples_per_second", "train_steps_per_second"}:
@@ -55,23 +57,30 @@ def assert_logs_equal(compiled, eager):
 
 
 @pytest.mark.parametrize("schedule", [dict(max_steps=4), dict(epochs=2)], ids=["eval every 2 steps", "every epoch"])
-def test_compiled_step_equals_the_eager_run(no_dropout_roberta, data_root, tmp_path, monkeypatch, logs, training_modes,
-                                            schedule):
+def test_lean_and_compiled_steps_equal_the_trainers_own_step(no_dropout_roberta, data_root, tmp_path, monkeypatch, logs,
+                                                            training_modes, schedule):
     """Records (dev history, best step, scores), saved deltas and the Trainer's logs (loss, grad_norm,
-    learning rate, each evaluation) within 1e-5; two stages, so two Trainers in one run; every training
-    forward in training mode, after the evaluations too."""
+    learning rate, each evaluation) of the lean step, eager and compiled, within 1e-5 of the Trainer's own
+    step's; two stages, so two Trainers in one run; every training forward in training mode, after the
+    evaluations too."""
     argv = command(no_dropout_roberta, data_root, "prompt,bias", ["42"], ["3e-4"], **schedule)
     argv.insert(argv.index("prompt,bias") + 1, "adapter")
     argv += ["--pad_to_multiple_of", "16", "--logging_steps", "1", "--max_grad_norm", "0.01"]
+    with monkeypatch.context() as patch:
+        patch.setattr(src.trainer, "why_not_lean", lambda args: "the reference")
+        assert run_in(tmp_path / "reference", argv, monkeypatch) == 0
+    reference = logs[:]
     assert run_in(tmp_path / "eager", argv, monkeypatch) == 0
-    eager = logs[:]
+    eager = logs[len(reference):]
     assert run_in(tmp_path / "compiled", argv + COMPILED, monkeypatch) == 0
-    compiled = logs[len(eager):]
-    assert [lean for lean, _ in eager] == [False, False] and [lean for lean, _ in compiled] == [True, True]
+    compiled = logs[len(reference) + len(eager):]
+    assert [lean for lean, _ in reference] == [False, False]
+    assert [lean for lean, _ in eager] == [True, True] and [lean for lean, _ in compiled] == [True, True]
     assert training_modes and all(training_modes)  # after each evaluation too
     assert any("grad_norm" in entry for _, history in compiled for entry in history)
-    assert_logs_equal(compiled, eager)
-    assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore=IGNORE | {"pad_to_multiple_of"})
+    for lean, folder, ignore in [(eager, "eager", set()), (compiled, "compiled", IGNORE | {"pad_to_multiple_of"})]:
+        assert_logs_equal(lean, reference)
+        assert_runs_equal(tmp_path / folder, tmp_path / "reference", ignore=ignore)
 
 
 @pytest.mark.parametrize("option, reason", [

@@ -12,7 +12,7 @@ from src.delta import set_trainable
 from src.families import FAMILIES as FAMILY_ROWS
 from src.models import build_model
 from src.tasks import get_task
-from src.trainer import DeltaTrainer, compiled_random_numbers
+from src.trainer import DeltaTrainer, compiled_random_numbers, why_not_lean
 from tests.conftest import FAMILIES
 from tests.test_packed import assert_runs_equal, command, run_in
 
@@ -89,9 +89,11 @@ def test_torch_compile_trains_prompt_bias_and_adapters_like_eager(no_dropout_rob
     assert_runs_equal(tmp_path / "compiled", tmp_path / "eager", ignore={"torch_compile", "torch_compile_backend"})
 
 
-def test_the_compiled_step_optimizer_steps_one_buffer_per_parameter_group(no_dropout_roberta, data_root, tmp_path,
-                                                                         monkeypatch):
-    """--torch_compile with AdamW: the trained tensors and their gradients are views of one buffer per parameter
+@pytest.mark.parametrize("compiled", [[], ["--torch_compile", "--torch_compile_backend", "eager"]],
+                         ids=["eager", "compiled"])
+def test_the_lean_step_optimizer_steps_one_buffer_per_parameter_group(no_dropout_roberta, data_root, tmp_path,
+                                                                     monkeypatch, compiled):
+    """The lean step with AdamW: the trained tensors and their gradients are views of one buffer per parameter
     group (weight decay or not), which the optimizer holds instead of ~100 tensors; the frozen ones stay apart."""
     seen, train = [], DeltaTrainer.train
 
@@ -101,7 +103,7 @@ def test_the_compiled_step_optimizer_steps_one_buffer_per_parameter_group(no_dro
         return output
     monkeypatch.setattr(DeltaTrainer, "train", recording)
     argv = command(no_dropout_roberta, data_root, "prompt,bias,adapter", ["42"], ["3e-4"], max_steps=2)
-    argv += ["--torch_compile", "--torch_compile_backend", "eager", "--weight_decay", "0.1"]
+    argv += [*compiled, "--weight_decay", "0.1"]
     assert run_in(tmp_path / "run", argv, monkeypatch) == 0
     (optimizer, parameters), = seen
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
@@ -117,11 +119,21 @@ def test_the_compiled_step_optimizer_steps_one_buffer_per_parameter_group(no_dro
             assert p.grad is not None and p.grad.untyped_storage().data_ptr() in grads, name
 
 
-def test_compiled_steps_draw_random_numbers_from_aten_on_cpu():
-    """On CPU inductor's own code builds a Philox generator per random number (~10x slower); on CUDA it stays."""
+@pytest.mark.parametrize("compiled, device, from_aten", [(True, "cpu", True), (True, "cuda", False),
+                                                      (False, "cpu", False)])
+def test_compiled_steps_draw_random_numbers_from_aten_on_cpu(compiled, device, from_aten):
+    """On CPU inductor's own code builds a Philox generator per random number (~10x slower); on CUDA it stays;
+    an eager step compiles nothing, so nothing is patched."""
     import torch._inductor.config as inductor
-    with compiled_random_numbers(torch.device("cpu")):
-        assert inductor.fallback_random
+    with compiled_random_numbers(SimpleNamespace(torch_compile=compiled, device=torch.device(device))):
+        assert inductor.fallback_random == from_aten
     assert not inductor.fallback_random
-    with compiled_random_numbers(torch.device("cuda")):
-        assert not inductor.fallback_random
+
+
+@pytest.mark.parametrize("n_gpu, reason", [
+    (1, None), (2, "several GPUs in one process (the Trainer averages their losses)")])
+def test_several_gpus_in_one_process_take_the_trainers_own_step(n_gpu, reason):
+    """The Trainer's step averages DataParallel's per-GPU losses; the lean step would not."""
+    args = SimpleNamespace(gradient_accumulation_steps=1, fp16=False, world_size=1, deepspeed=None, fsdp=None,
+                           n_gpu=n_gpu, optim=SimpleNamespace(value="adamw_torch_fused"), torch_empty_cache_steps=None)
+    assert why_not_lean(args) == reason

@@ -105,8 +105,8 @@ def pack_of_20(data_root, tmp_path_factory):
 
 @pytest.mark.perf
 def test_a_folded_pack_of_20_trains_at_least_twice_the_run_steps_of_one_run(pack_of_20):
-    """Measured 3.3x in CPU time (66 ms a single step, 397 ms a pack step), 2.5x in wall time on a
-    loaded machine; the vmapped pack made 1.2x."""
+    """Measured 2.51x against the eager run's lean step (3.06x against the Trainer's own step, which runs took
+    before; docs/PERFORMANCE.md, "The lean step in every run"); the vmapped pack made 1.2x."""
     assert float(pack_of_20["speedup_pack20_vs_eager"]) >= 2
 
 
@@ -120,8 +120,9 @@ def test_a_folded_pack_of_20_costs_at_most_a_15th_of_one_run_per_run_step(pack_o
 @pytest.mark.perf
 def test_a_folded_pack_of_8_small_models_is_no_slower_per_run_step_than_one_run(data_root, tmp_path_factory):
     """The model bound by its matrix products (hidden 256, 4 layers): its shared linear layers multiply only
-    the real tokens of the pack's batches (src/fold.py, RealTokens). Measured 1.18x (0.90x when they
-    multiplied the padding to the pack's longest batch too). B runs seed 42, the pack seeds 1-8: every
+    the real tokens of the pack's batches (src/fold.py, RealTokens). Measured 1.14x against the eager run's lean
+    step, 1.18-1.24x against the Trainer's own step (0.90x when they multiplied the padding to the pack's longest
+    batch too). B runs seed 42, the pack seeds 1-8: every
     epoch of every seed holds the same 32 examples, so their steps differ only by each batch's padding.
     Three processes each, the fastest counting: with two, a CI run on the shared machine measured 0.956x
     (one process of B took 62.7 ms a step and the next 85.9 ms in a rerun that gave 1.24x). Steps 21-40

@@ -15,14 +15,15 @@ and the final evaluation stay out; no evaluation in between. Each setting runs -
 settings round-robin, and the fastest counts. A pack (`--seed` with K values) gives per-run-step time =
 per-step time / K (its first run's clock: the pack steps all runs together).
 
-The baseline `eager` (no extra arguments: today's single run) is always measured in the same
-invocation; each setting's ratio is B / its per-run-step time. `--run_args` go to every setting, the
-baseline included (e.g. `--bf16`). Also per setting: run-steps per second (all its runs together),
-peak memory per run (the process's peak / K: on CUDA its tensors', on CPU its resident set, the
-libraries included) and the seconds a process takes beyond its steps (its wall minus --steps at its
-rate: start-up, compilation, the final evaluation; the smallest of --repeats). A setting whose run
-fails gets `failed_NAME` (its error line) and the others go on; the exit status is then 1. Output:
-`metric<TAB>value` lines, which tools/launch.py --estimate reads. On a GPU: tools/gpu_check.sh.
+The baseline `eager` (no extra arguments: today's single run, the lean step) is always measured in the same
+invocation; each setting's ratio is B / its per-run-step time. The Trainer's own step, as runs took it before
+the lean step was every run's: --setting "trainer_step=--torch_empty_cache_steps 1000000". `--run_args` go to
+every setting, the baseline included (e.g. `--bf16`). Also per setting: run-steps per second (all its runs
+together), peak memory per run (the process's peak / K: on CUDA its tensors', on CPU its resident set, the
+libraries included) and the seconds a process takes beyond its steps (its wall minus --steps at its rate:
+start-up, compilation, the final evaluation; the smallest of --repeats). A setting whose run fails gets
+`failed_NAME` (its error line) and the others go on; the exit status is then 1. Output: `metric<TAB>value`
+lines, which tools/launch.py --estimate reads. On a GPU: tools/gpu_check.sh.
 """
 import argparse
 import json
