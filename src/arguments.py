@@ -188,8 +188,9 @@ class DeltaTrainingArguments(TrainingArguments):
     report_to: Optional[List[str]] = option(
         help="Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run.",
         default_factory=lambda: ["none"], identity=False)
-    save_strategy: str = option("no", "Trainer checkpoints; none by default: the best dev state of the delta is kept "
-                                "in memory.", identity=False)
+    save_strategy: str = option("no", "Trainer checkpoints, each holding the trained tensors only (model.safetensors) "
+                                "beside the Trainer's optimizer and state; none by default: the best dev state of "
+                                "the delta is kept in memory.", identity=False)
     remove_unused_columns: bool = option(False, "Kept False: the features are ours.")
     label_names: Optional[List[str]] = option(help="The batch key holding the labels.",
                                               default_factory=lambda: ["labels"])

@@ -89,6 +89,11 @@ class DeltaTrainer(Trainer):
         finally:
             self._tracking = False
 
+    def _save(self, output_dir=None, state_dict=None):
+        """A Trainer checkpoint (--save_strategy) holds the delta only (SPEC §6): the tensors this stage trains,
+        not the frozen model (whose tied weights safetensors refuses), beside the Trainer's own files."""
+        super()._save(output_dir, delta_state(self.model) if state_dict is None else state_dict)
+
     def create_accelerator_and_postprocess(self):
         """The lean step (`lean_step`) wherever nothing of the Trainer's own step applies, compiled with
         --torch_compile; elsewhere the Trainer's own step (with --torch_compile: its model's forward compiled)."""

@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from src.arguments import DeltaTrainingArguments
@@ -13,6 +14,7 @@ from src.models import build_model
 from src.tasks import get_task
 from src.templates import label_word_ids, parse_mapping
 from src.trainer import DeltaTrainer, train_in_stages
+from tests.test_packed import command, run_in
 
 # The paper's seven, LoRA and prefix tuning alone and with each other method, and full fine-tuning.
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias",
@@ -95,6 +97,31 @@ def test_only_the_chosen_parameters_train(family, combination, tiny_of, data_roo
     assert sum(p.numel() for p in held) == sum(parameters[name].numel() for name in chosen)
     if combination != "all":
         assert not any(selected(name, methods) for name in parameters if "word_embeddings" in name)
+
+
+@pytest.mark.parametrize("combination", ["bias", "prompt,bias,adapter", "all"])
+def test_a_trainer_checkpoint_holds_the_trained_tensors_only(combination, tiny_roberta, data_root, tmp_path,
+                                                             monkeypatch):
+    """--save_strategy: each checkpoint holds the tensors the run trains (SPEC §6), at that step, beside the
+    Trainer's own files (optimizer, schedule, its state); the whole model held the frozen base too, whose tied
+    weights stopped safetensors."""
+    trained, train = [], DeltaTrainer.train
+
+    def recording(self, *args, **kwargs):
+        output = train(self, *args, **kwargs)
+        trained.append({name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad})
+        return output
+    monkeypatch.setattr(DeltaTrainer, "train", recording)
+    argv = command(tiny_roberta, data_root, combination, ["42"], ["1e-3"], max_steps=2)
+    assert run_in(tmp_path / "run", argv + ["--save_strategy", "steps", "--save_steps", "1"], monkeypatch) == 0
+    (last,) = trained
+    checkpoints = [tmp_path / "run/out/lr1e-3-seed42" / f"checkpoint-{step}" for step in (1, 2)]
+    saved = [load_file(str(folder / "model.safetensors")) for folder in checkpoints]
+    assert all((folder / "optimizer.pt").is_file() and (folder / "trainer_state.json").is_file()
+               for folder in checkpoints)
+    assert set(saved[0]) == set(saved[1]) == set(last)
+    assert all(torch.equal(saved[1][name], last[name]) for name in last)
+    assert any(not torch.equal(saved[0][name], last[name]) for name in last)  # step 1's state, not the last
 
 
 class Snapshots(TrainerCallback):
