@@ -200,6 +200,9 @@ class DeltaTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         check_fields(self, TRAINER_FIELDS)
+        if self.load_best_model_at_end:
+            raise UserError("--load_best_model_at_end: each stage ends in its best dev state anyway (the task's main "
+                            "metric, kept in memory), and the final evaluation scores it; leave it out")
         if self.bf16 and not (self.use_cpu or _has_cuda()):
             raise UserError("--bf16 needs a CUDA GPU (none found here); add --use_cpu for bf16 autocast on the CPU")
         if self.disable_tqdm is None:  # progress bars only on a terminal, not in a log file

@@ -476,7 +476,7 @@ def why_not_folded(experiments, per_run):
     """Why these runs (prepared, their frozen base shared; `per_run`: their own tensors' names) cannot
     fold into one batch through one Trainer, or None; they then pack through vmap (`Pack`)."""
     first, args = experiments[0], experiments[0].args
-    if args.save_strategy != "no" or args.load_best_model_at_end:
+    if args.save_strategy != "no":
         return "a checkpoint holds its run's own optimizer state and Trainer state"
     if args.optim.value not in FOLDED_OPTIMIZERS:
         return f"--optim {args.optim.value}: the folded pack steps AdamW over the runs' stacks"
