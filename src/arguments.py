@@ -200,9 +200,9 @@ class DeltaTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         check_fields(self, TRAINER_FIELDS)
-        if self.load_best_model_at_end:
-            raise UserError("--load_best_model_at_end: each stage ends in its best dev state anyway (the task's main "
-                            "metric, kept in memory), and the final evaluation scores it; leave it out")
+        for name, why in REFUSED_TRAINER_OPTIONS.items():
+            if getattr(self, name):
+                raise UserError(f"--{name}: {why}; leave it out")
         if self.bf16 and not (self.use_cpu or _has_cuda()):
             raise UserError("--bf16 needs a CUDA GPU (none found here); add --use_cpu for bf16 autocast on the CPU")
         if self.disable_tqdm is None:  # progress bars only on a terminal, not in a log file
@@ -215,6 +215,14 @@ class DeltaTrainingArguments(TrainingArguments):
         if self.torch_compile:
             check_compile_options(self.torch_compile_backend, self.torch_compile_mode)
 
+
+# Trainer options that run.py does not honour, each with why.
+REFUSED_TRAINER_OPTIONS = {
+    "load_best_model_at_end": "each stage ends in its best dev state anyway (the task's main metric, kept in memory), "
+                              "and the final evaluation scores it",
+    "resume_from_checkpoint": "run.py does not resume a run from a Trainer checkpoint (which holds the trained tensors "
+                              "only); --skip_done skips the runs the log holds",
+}
 
 # run.py's arguments, in the order parse_args returns them.
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, DeltaTrainingArguments)

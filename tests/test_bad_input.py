@@ -126,6 +126,8 @@ CONSISTENCY_CASES = {
     "the Trainer's best model at the end": ({"cli": ["--load_best_model_at_end", "--save_strategy", "steps",
                                                      "--eval_strategy", "steps"]},
                                             "--load_best_model_at_end: each stage ends in its best dev state anyway"),
+    "resuming from a Trainer checkpoint": ({"cli": ["--resume_from_checkpoint", "out/checkpoint-2"]},
+                                           "--resume_from_checkpoint: run.py does not resume a run"),
     "num_k other than the split's": ({"cli": ["--num_k", "8"]}, "--num_k 8 does not match the data"),
     "LoRA alpha 1e29": ({"cli": ["--training_params", "lora", "--lora_alpha", str(10**29)]}, "--lora_alpha"),
     "empty method name": ({"cli": ["--training_params", "prompt,,bias"]}, "an empty method name"),
