@@ -77,6 +77,12 @@ TRAINER_FIELDS = {
         f"one of {', '.join(t.value for t in SchedulerType if t is not SchedulerType.REDUCE_ON_PLATEAU)} "
         "(not reduce_lr_on_plateau: the evaluation computes no loss for it)",
         lambda v: v in {t.value for t in SchedulerType} - {SchedulerType.REDUCE_ON_PLATEAU.value}),
+    # Trainer options run.py does not honour
+    "load_best_model_at_end": Allowed("false (each stage ends in its best dev state anyway: the task's main metric, "
+                                      "kept in memory, which the final evaluation scores)", lambda v: not v),
+    "resume_from_checkpoint": Allowed("unset (run.py does not resume a run from a Trainer checkpoint, which holds the "
+                                      "trained tensors only; --skip_done skips the runs the log holds)",
+                                      lambda v: False),
 }
 GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
           "log": "results log and sweeps"}
@@ -200,9 +206,6 @@ class DeltaTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         check_fields(self, TRAINER_FIELDS)
-        for name, why in REFUSED_TRAINER_OPTIONS.items():
-            if getattr(self, name):
-                raise UserError(f"--{name}: {why}; leave it out")
         if self.bf16 and not (self.use_cpu or _has_cuda()):
             raise UserError("--bf16 needs a CUDA GPU (none found here); add --use_cpu for bf16 autocast on the CPU")
         if self.disable_tqdm is None:  # progress bars only on a terminal, not in a log file
@@ -215,14 +218,6 @@ class DeltaTrainingArguments(TrainingArguments):
         if self.torch_compile:
             check_compile_options(self.torch_compile_backend, self.torch_compile_mode)
 
-
-# Trainer options that run.py does not honour, each with why.
-REFUSED_TRAINER_OPTIONS = {
-    "load_best_model_at_end": "each stage ends in its best dev state anyway (the task's main metric, kept in memory), "
-                              "and the final evaluation scores it",
-    "resume_from_checkpoint": "run.py does not resume a run from a Trainer checkpoint (which holds the trained tensors "
-                              "only); --skip_done skips the runs the log holds",
-}
 
 # run.py's arguments, in the order parse_args returns them.
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, DeltaTrainingArguments)

@@ -117,14 +117,13 @@ class DeltaTrainer(Trainer):
         return loss
 
     def lean_step(self, model, inputs):
-        """The Trainer's training step where nothing of its own applies (`why_not_lean`), through the model
-        (with --torch_compile the one the Trainer compiled: forward and backward compiled), without the
-        walks over the model's ~1,400 modules that cost a fifth to a quarter of an eager step (more than the compiled
-        forward and backward):
-        `model.train()` only after an evaluation; the Trainer's `model.zero_grad()` after the optimizer
-        step sets the trained tensors' gradients to None only (`zero_trained`), and its clipping takes
-        only those (`clip_trained`). The optimizer is the Trainer's (fused AdamW by default), over one buffer per
-        parameter group holding the trained tensors (`create_optimizer`)."""
+        """The Trainer's training step where nothing of its own applies (`why_not_lean`), through the model (with
+        --torch_compile the one the Trainer compiled: forward and backward compiled), without the walks over the
+        model's ~1,400 modules that cost a fifth to a quarter of an eager step (more than the compiled forward and
+        backward): `model.train()` only after an evaluation; the Trainer's `model.zero_grad()` after the optimizer
+        step sets the trained tensors' gradients to None only (`zero_trained`), and its clipping takes only those
+        (`clip_trained`). The optimizer is the Trainer's (fused AdamW by default), over one buffer per parameter
+        group holding the trained tensors (`create_optimizer`)."""
         if not self.model.training:
             model.train()
         self.take_over_zero_grad(model)

@@ -49,7 +49,8 @@ def wrong_type(hint):
 REJECTED = {"model_name_or_path": ("",), "output_dir": ("",), "log_file": ("",), "task_name": ("SST-7",),
             "task_file": ("/nonexistent/task.json",),
             "data_dir": ("/nonexistent/folder",), "delta_path": ("/nonexistent/path",), "fp16": ("true",),
-            "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus"), "attach": ("",)}
+            "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus"), "attach": ("",),
+            "load_best_model_at_end": ("true",), "resume_from_checkpoint": ("out/checkpoint-2",)}
 
 
 def rejected(name, allowed):
@@ -125,9 +126,10 @@ CONSISTENCY_CASES = {
     "unknown compile mode": ({"cli": ["--torch_compile_mode", "bogus-mode"]}, "--torch_compile_mode"),
     "the Trainer's best model at the end": ({"cli": ["--load_best_model_at_end", "--save_strategy", "steps",
                                                      "--eval_strategy", "steps"]},
-                                            "--load_best_model_at_end: each stage ends in its best dev state anyway"),
+                                            "--load_best_model_at_end must be false (each stage ends in its best "
+                                            "dev state anyway"),
     "resuming from a Trainer checkpoint": ({"cli": ["--resume_from_checkpoint", "out/checkpoint-2"]},
-                                           "--resume_from_checkpoint: run.py does not resume a run"),
+                                           "--resume_from_checkpoint must be unset (run.py does not resume a run"),
     "num_k other than the split's": ({"cli": ["--num_k", "8"]}, "--num_k 8 does not match the data"),
     "LoRA alpha 1e29": ({"cli": ["--training_params", "lora", "--lora_alpha", str(10**29)]}, "--lora_alpha"),
     "empty method name": ({"cli": ["--training_params", "prompt,,bias"]}, "an empty method name"),

@@ -122,8 +122,8 @@ def test_a_folded_pack_of_8_small_models_is_no_slower_per_run_step_than_one_run(
     """The model bound by its matrix products (hidden 256, 4 layers): its shared linear layers multiply only
     the real tokens of the pack's batches (src/fold.py, RealTokens). Measured 1.14x against the eager run's lean
     step, 1.18-1.24x against the Trainer's own step (0.90x when they multiplied the padding to the pack's longest
-    batch too). B runs seed 42, the pack seeds 1-8: every
-    epoch of every seed holds the same 32 examples, so their steps differ only by each batch's padding.
+    batch too). B runs seed 42, the pack seeds 1-8: every epoch of every seed holds the same 32 examples, so
+    their steps differ only by each batch's padding.
     Three processes each, the fastest counting: with two, a CI run on the shared machine measured 0.956x
     (one process of B took 62.7 ms a step and the next 85.9 ms in a rerun that gave 1.24x). Steps 21-40
     timed (the test: 134 s, against 152 s with steps 21-60)."""
