@@ -80,8 +80,8 @@ TRAINER_FIELDS = {
     # Trainer options run.py does not honour
     "load_best_model_at_end": Allowed("false (each stage ends in its best dev state anyway: the task's main metric, "
                                       "kept in memory, which the final evaluation scores)", lambda v: not v),
-    "resume_from_checkpoint": Allowed("unset (run.py does not resume a run from a Trainer checkpoint, which holds the "
-                                      "trained tensors only; --skip_done skips the runs the log holds)",
+    "resume_from_checkpoint": Allowed("unset (run.py does not resume a run from a Trainer checkpoint; --delta_path "
+                                      "loads the delta a checkpoint holds, --skip_done skips the runs the log holds)",
                                       lambda v: False),
 }
 GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
@@ -194,9 +194,10 @@ class DeltaTrainingArguments(TrainingArguments):
     report_to: Optional[List[str]] = option(
         help="Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run.",
         default_factory=lambda: ["none"], identity=False)
-    save_strategy: str = option("no", "Trainer checkpoints, each holding the trained tensors only (model.safetensors) "
-                                "beside the Trainer's optimizer and state; none by default: the best dev state of "
-                                "the delta is kept in memory.", identity=False)
+    save_strategy: str = option("no", "Trainer checkpoints (OUTPUT_DIR/checkpoint-STEP), each holding the run's delta "
+                                "at that step as run.py saves it at the end (--delta_path loads it) beside the "
+                                "Trainer's optimizer and state; none by default: the best dev state of the delta is "
+                                "kept in memory.", identity=False)
     remove_unused_columns: bool = option(False, "Kept False: the features are ours.")
     label_names: Optional[List[str]] = option(help="The batch key holding the labels.",
                                               default_factory=lambda: ["labels"])

@@ -131,7 +131,11 @@ class Experiment:
         from src.trainer import DeltaTrainer
         return (trainer_class or DeltaTrainer)(model=model, args=self.args, train_dataset=self.datasets["train"],
                                                eval_dataset=self.datasets["dev"], data_collator=self.collator,
-                                               task=self.task)
+                                               task=self.task, write_delta=lambda folder: self.write_delta(model, folder)())
+
+    def write_delta(self, model, folder):
+        """Write the run's delta (`model`'s) in `folder`; returns the commit (src/delta/checkpoint.py: save_delta)."""
+        return save_delta(model, self.stages.methods, self.modules(), folder, self.arguments_record())
 
     def eval_sets(self):
         """The splits each stage's best state is scored on."""
@@ -176,8 +180,7 @@ class Experiment:
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         print(self.summary(record, datasets["test"]))
         if args.process_index == 0:  # one writer under torchrun
-            self.save(record, lambda: save_delta(model, self.stages.methods, self.modules(), args.output_dir,
-                                                   self.arguments_record()))
+            self.save(record, lambda: self.write_delta(model, args.output_dir))
         return record
 
     def save(self, record, write_delta):

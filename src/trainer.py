@@ -1,5 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
 import contextlib
+import os
 import sys
 from typing import Callable
 
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ProgressCallback
 
 from src.delta import Stages, set_trainable
@@ -57,8 +59,9 @@ class DeltaTrainer(Trainer):
 
     flattens_trained = True  # the lean step's optimizer may lay the trained tensors in one buffer
 
-    def __init__(self, *args, task, **kwargs):
+    def __init__(self, *args, task, write_delta=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.write_delta = write_delta  # folder -> the run's delta written there (src/delta/checkpoint.py)
         if not self.args.disable_tqdm:
             self.remove_callback(ProgressCallback)
             self.add_callback(TrainingBar)
@@ -90,9 +93,13 @@ class DeltaTrainer(Trainer):
             self._tracking = False
 
     def _save(self, output_dir=None, state_dict=None):
-        """A Trainer checkpoint (--save_strategy) holds the delta only (SPEC §6): the tensors this stage trains,
-        not the frozen model (whose tied weights safetensors refuses), beside the Trainer's own files."""
-        super()._save(output_dir, delta_state(self.model) if state_dict is None else state_dict)
+        """A Trainer checkpoint (--save_strategy) holds the run's delta at that step (SPEC §6: not the frozen
+        model), as run.py saves it at the end (`write_delta`: --delta_path loads it), and the training
+        arguments, beside the Trainer's own files (optimizer, schedule, state)."""
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.write_delta(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def create_accelerator_and_postprocess(self):
         """The lean step (`lean_step`) wherever nothing of the Trainer's own step applies, compiled with

@@ -14,7 +14,7 @@ from src.models import build_model
 from src.tasks import get_task
 from src.templates import label_word_ids, parse_mapping
 from src.trainer import DeltaTrainer, train_in_stages
-from tests.test_packed import command, run_in
+from tests.test_packed import command, records, run_in
 
 # The paper's seven, LoRA and prefix tuning alone and with each other method, and full fine-tuning.
 COMBINATIONS = ["prompt", "bias", "adapter", "prompt,adapter", "bias,adapter", "prompt,bias",
@@ -100,11 +100,10 @@ def test_only_the_chosen_parameters_train(family, combination, tiny_of, data_roo
 
 
 @pytest.mark.parametrize("combination", ["bias", "prompt,bias,adapter", "all"])
-def test_a_trainer_checkpoint_holds_the_trained_tensors_only(combination, tiny_roberta, data_root, tmp_path,
-                                                             monkeypatch):
-    """--save_strategy: each checkpoint holds the tensors the run trains (SPEC §6), at that step, beside the
-    Trainer's own files (optimizer, schedule, its state); the whole model held the frozen base too, whose tied
-    weights stopped safetensors."""
+def test_a_trainer_checkpoint_is_the_runs_delta_at_its_step(combination, tiny_roberta, data_root, tmp_path, monkeypatch):
+    """--save_strategy: each checkpoint holds the run's delta at that step (SPEC §6: not the frozen model, whose tied
+    weights stopped safetensors), as run.py saves it at the end, beside the Trainer's own files; --delta_path loads
+    it and scores as the run did."""
     trained, train = [], DeltaTrainer.train
 
     def recording(self, *args, **kwargs):
@@ -112,16 +111,23 @@ def test_a_trainer_checkpoint_holds_the_trained_tensors_only(combination, tiny_r
         trained.append({name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad})
         return output
     monkeypatch.setattr(DeltaTrainer, "train", recording)
-    argv = command(tiny_roberta, data_root, combination, ["42"], ["1e-3"], max_steps=2)
+    argv = command(tiny_roberta, data_root, combination, ["42"], ["1e-3"], max_steps=2)  # one evaluation: step 2
     assert run_in(tmp_path / "run", argv + ["--save_strategy", "steps", "--save_steps", "1"], monkeypatch) == 0
     (last,) = trained
-    checkpoints = [tmp_path / "run/out/lr1e-3-seed42" / f"checkpoint-{step}" for step in (1, 2)]
-    saved = [load_file(str(folder / "model.safetensors")) for folder in checkpoints]
-    assert all((folder / "optimizer.pt").is_file() and (folder / "trainer_state.json").is_file()
-               for folder in checkpoints)
-    assert set(saved[0]) == set(saved[1]) == set(last)
-    assert all(torch.equal(saved[1][name], last[name]) for name in last)
+    run = tmp_path / "run/out/lr1e-3-seed42"
+    checkpoints = [run / f"checkpoint-{step}" for step in (1, 2)]
+    assert all((folder / name).is_file() for folder in checkpoints
+               for name in ("delta_config.json", "optimizer.pt", "trainer_state.json", "training_args.bin"))
+    saved = [load_file(str(folder / "delta.safetensors")) for folder in checkpoints]
+    final = load_file(str(run / "delta.safetensors"))  # the best dev state: step 2's
+    assert set(saved[0]) == set(saved[1]) == set(final) >= set(last)
+    assert all(torch.equal(saved[1][name], final[name]) for name in final)
     assert any(not torch.equal(saved[0][name], last[name]) for name in last)  # step 1's state, not the last
+    reload = [arg for arg in argv if arg != "--do_train"] + ["--delta_path", str(checkpoints[1])]
+    assert run_in(tmp_path / "reload", reload, monkeypatch) == 0
+    (record,), (reloaded,) = records(tmp_path / "run"), records(tmp_path / "reload")
+    assert reloaded["sst-2_dev_eval_acc"] == record["sst-2_dev_eval_acc"]
+    assert reloaded["sst-2_test_eval_acc"] == record["sst-2_test_eval_acc"]
 
 
 class Snapshots(TrainerCallback):
