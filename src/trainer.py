@@ -6,10 +6,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import SequentialSampler, Subset
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from src.delta import Stages, set_trainable
 from src.errors import UserError
@@ -100,6 +101,20 @@ class DeltaTrainer(Trainer):
         os.makedirs(output_dir, exist_ok=True)
         self.write_delta(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _get_train_sampler(self, train_dataset=None):
+        """The Trainer's sampler; --group_by_length's draws from a generator of the run's own (--data_seed, else
+        --seed), not from torch's global one, which a pack's runs share (a run's order would depend on its pack)."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler.generator = torch.Generator().manual_seed(seed)
+        return sampler
+
+    def _get_eval_sampler(self, eval_dataset):
+        """The examples in the order given, --group_by_length or not: `score` orders them itself (longest first)
+        and maps the predictions back by that order (across processes, accelerate shards them in order)."""
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def create_accelerator_and_postprocess(self):
         """The lean step (`lean_step`) wherever nothing of the Trainer's own step applies, compiled with

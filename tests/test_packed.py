@@ -216,6 +216,29 @@ def test_packed_runs_without_clipping_equal_single_runs(no_dropout_roberta, data
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
 
 
+def test_runs_grouped_by_length_score_in_order_and_pack_as_single_runs(no_dropout_roberta, data_root, tmp_path,
+                                                                         monkeypatch):
+    """--group_by_length: the training batches group similar lengths, drawn from the run's own seed (a pack's
+    second run once drew after the first from torch's global generator: another order than alone), and the
+    evaluation keeps the order `score` gives (the Trainer's shuffled length groups once paired predictions
+    with other examples' labels: scores that a reload of the same delta did not reproduce)."""
+    lr = ["3e-2"]  # a large step: predictions that differ by example
+    argv = command(no_dropout_roberta, data_root, "bias,adapter", ["13", "42"], lr) + ["--group_by_length"]
+    assert run_in(tmp_path / "packed", argv, monkeypatch) == 0
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    for seed in ("13", "42"):
+        assert main(command(no_dropout_roberta, data_root, "bias,adapter", [seed], lr) + ["--group_by_length"]) == 0
+    assert_runs_equal(tmp_path / "packed", tmp_path / "single")
+    (record, _) = records(tmp_path / "single")
+    rescore = command(no_dropout_roberta, data_root, "bias,adapter", ["13"], lr)
+    rescore = [arg for arg in rescore if arg != "--do_train"] + ["--delta_path", record["output_dir"], "--tag", "rescore"]
+    assert main(rescore) == 0
+    rescored = records(tmp_path / "single")[-1]
+    assert [rescored[key] for key in ("sst-2_dev_eval_acc", "sst-2_test_eval_acc")] == \
+        [record[key] for key in ("sst-2_dev_eval_acc", "sst-2_test_eval_acc")]
+
+
 @pytest.mark.parametrize("stage_init", ["last", "best"])
 def test_packed_multi_stage_runs_equal_single_runs(stage_init, no_dropout_roberta, data_root, tmp_path, monkeypatch):
     """Stage 1 trains the biases, stage 2 the prompt and adapters over stage 1's biases (frozen now,
