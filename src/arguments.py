@@ -33,6 +33,7 @@ from src.delta.checkpoint import read_delta
 from src.errors import UserError
 from src.families import check_methods, family_of
 from src.files import read_regular
+from src.multirun import fill_placeholders
 from src.tasks import TASKS, Task, data_file, named_task, read_examples
 from src.templates import parse_mapping, parse_template, shortest_length
 
@@ -516,7 +517,7 @@ def _read_json_arguments(path, parser):
     missing = [name for name in ("model_name_or_path", "data_dir") if name not in values]
     if missing:
         raise UserError(f"argument file {path}: missing required argument(s) {', '.join(missing)}")
-    return values
+    return fill_placeholders(values, f"argument file {path}")
 
 
 def _rename(arg):

@@ -4,8 +4,9 @@ FIGURES is what tools/step_benchmark.py prints (or tools/gpu_check.sh's gpu_chec
 `metric<TAB>value` lines, per setting `runs_NAME` (runs a process trains together: a pack's K),
 `run_steps_per_s_NAME` and `process_overhead_s_NAME` (a process's seconds beyond its steps: start-up,
 compilation, the benchmark's final evaluation). The estimate counts the optimizer steps each pending run
-trains (the Trainer's count, every stage): hours on one device that runs the pending jobs one after
-another as that setting ran = (steps / rate + jobs x overhead) / 3600. Evaluations during training are
+trains (the Trainer's count, every stage; none for a run of a pending pack that the log holds: --skip_done
+drops it): hours on one device that runs the pending jobs one after another as that setting ran =
+(steps / rate + jobs x overhead) / 3600. Evaluations during training are
 not counted, the final one only as the benchmark's (32 dev examples), and a rate holds only for jobs run
 as it was measured (model, run.py flags, pack size).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from src.errors import UserError
-from src.launch import read_jobs, run_unit
+from src.launch import logged_runs, read_jobs, run_unit
 
 RATE = "run_steps_per_s_"
 RUNS = "runs_"
@@ -93,10 +94,14 @@ def report(jobs_file: str, figures: str) -> int:
     blocked = [job for job in pending if job.setup_error]
     if blocked:
         raise UserError(f"--estimate: {blocked[0].label}: {blocked[0].setup_error.removeprefix('error: ')}")
-    steps = [training_steps(run, job.folder) for job in pending for run in job.runs]
+    logged = logged_runs(pending)  # a pending pack's runs that the log holds: --skip_done drops them
+    steps = [training_steps(run, job.folder) for job in pending
+             for run, done in zip(job.runs, logged[job.key]) if not done]
     total = sum(steps)
+    skipped = sum(map(sum, logged.values()))
     print(f"{jobs_file}: {len(jobs)} {run_unit(jobs)}, {len(pending)} not in the log yet (a process each): "
-          f"{sum(1 for s in steps if s)} runs that train, {total} run-steps")
+          f"{sum(1 for s in steps if s)} runs that train, {total} run-steps"
+          + (f" ({skipped} of their runs in the log already: skipped)" if skipped else ""))
     print(f"hours on one device, at the rates of {figures} "
           f"({'; '.join(f'{name} {value}' for name, value in about.items()) or 'no description'}); "
           "evaluations during training not counted:")

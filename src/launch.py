@@ -19,7 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from src.engines import Engine
 from src.errors import UserError
@@ -35,32 +35,33 @@ def describe_all(lines: Sequence[str]) -> List[Job]:
         pool.shutdown(cancel_futures=True)  # at once on Ctrl-C
 
 
-def logged_keys(jobs: Sequence[Job]) -> set:
-    """The keys of the jobs whose every run is in the results log (run identity, as --skip_done)."""
+def logged_runs(jobs: Sequence[Job]) -> Dict[str, List[bool]]:
+    """job key -> whether each of its runs is in its results log (run identity, as --skip_done); a run whose
+    arguments do not parse counts as not logged (the run itself will say what is wrong)."""
     from src.arguments import parse_args
     from src.experiment import Experiment
     from src.identity import run_identity
     from src.results import read_results
-    logged, done, here = {}, set(), os.getcwd()
+    logs, logged, here = {}, {}, os.getcwd()
     for job in jobs:
-        if not job.runs:
-            continue
+        flags = logged[job.key] = []
         try:
             os.chdir(job.folder)
             for run in job.runs:
                 log = os.path.abspath(log_of(run))
-                if log not in logged:
-                    logged[log] = ({repr(run_identity(r)) for r in read_results(log)} if os.path.isfile(log)
-                                   else set())
-                if repr(run_identity(Experiment(*parse_args(run)).arguments_record())) not in logged[log]:
-                    break
-            else:
-                done.add(job.key)
-        except (Exception, SystemExit):  # not done: the run itself will say what is wrong
-            pass
+                if log not in logs:
+                    logs[log] = {repr(run_identity(r)) for r in read_results(log)} if os.path.isfile(log) else set()
+                flags.append(repr(run_identity(Experiment(*parse_args(run)).arguments_record())) in logs[log])
+        except (Exception, SystemExit):
+            flags.extend([False] * (len(job.runs) - len(flags)))
         finally:
             os.chdir(here)
-    return done
+    return logged
+
+
+def logged_keys(jobs: Sequence[Job]) -> set:
+    """The keys of the jobs whose every run is in the results log."""
+    return {key for key, flags in logged_runs(jobs).items() if flags and all(flags)}
 
 
 def remove_abandoned_outputs(jobs: Sequence[Job]) -> None:
@@ -207,7 +208,9 @@ def status(jobs_file: str) -> int:
         if job.key in done:
             continue
         finished = exit_record(state, job)
-        if finished:
+        if finished and finished[0] == 0:  # it ran, but the log no longer holds all of its runs
+            rows["pending"].append(f"pending (exit 0 when it ran; the log lacks some of its runs now): {job.label}")
+        elif finished:
             rows["failed"].append(f"failed (exit {finished[0]}): {job.label}\n    {error_line(state, job)}")
         elif (state / f"{job.key}.err").exists():
             rows["started"].append(f"started (running, or stopped before it ended): {job.label}")

@@ -50,6 +50,22 @@ def placeholder(flag):
     return "{" + flag[2:] + "}"
 
 
+def fill_placeholders(values: dict, source: str) -> dict:
+    """The values of a JSON argument file (`source`: one run) with `{seed}` and `{learning_rate}` in their
+    strings made the run's own values, as on the command line."""
+    def filled(value, name, given):
+        if isinstance(value, list):
+            return [filled(item, name, given) for item in value]
+        return value.replace("{" + name + "}", given) if isinstance(value, str) else value
+    for flag in PACKED_FLAGS:
+        name = flag[2:]
+        if name in values:
+            values = {key: filled(value, name, str(values[name])) for key, value in values.items()}
+        elif any(placeholder(flag) in str(value) for value in values.values()):
+            raise UserError(f"{source}: {placeholder(flag)} is used but {name} is not given")
+    return values
+
+
 def expand_argv(argv):
     """One argument list per run of a command line (a single run's list unchanged).
 

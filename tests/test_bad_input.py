@@ -148,6 +148,7 @@ CONSISTENCY_CASES = {
     "json not an object": ({"json_text": "[1, 2]"}, "JSON object"),
     "json not json": ({"json_text": "{'task_name': 'SST-2'"}, "argument file"),
     "json nested": ({"json_text": "[" * 100000 + "]" * 100000}, "argument file"),
+    "json {seed} without seed": ({"json": {"output_dir": "out/{seed}"}}, "{seed} is used but seed is not given"),
 }
 
 

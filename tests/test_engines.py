@@ -20,6 +20,8 @@ import pytest
 
 from src.engines import ENGINES, slurm_minutes
 from src.identity import run_identity
+from src.jobs import state_folder
+from src.launch import read_jobs
 from src.results import METRIC_KEY, read_results
 from tests.test_scripts import ROOT, SCRIPT_VARIABLES, run_script
 from tools import launch
@@ -351,3 +353,17 @@ def test_status_names_what_failed_with_its_error_line(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("1 job: 0 done, 1 failed, 0 started, 0 pending")
     assert out[1].startswith("failed (exit 2): TASK=SST-2") and "error: data directory not found" in out[2]
+
+
+def test_status_calls_a_job_that_ended_well_but_whose_run_left_the_log_pending(tmp_path, capsys):
+    """A job that exited 0 and whose run the log no longer holds (a record removed since) runs again: pending."""
+    jobs = job_list(tmp_path)
+    (job,), _ = read_jobs(str(jobs))
+    state = state_folder(str(jobs))
+    state.mkdir()
+    (state / f"{job.key}.exit").write_text("0 1.0 2.0\n")
+    (state / f"{job.key}.err").write_text("")
+    assert launch.main(["--status", str(jobs)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("1 job: 0 done, 0 failed, 0 started, 1 pending")
+    assert out[1].startswith("pending (exit 0 when it ran; the log lacks some of its runs now): TASK=SST-2")

@@ -3,6 +3,10 @@
 (its real output: tests/test_step_benchmark.py)."""
 import pytest
 
+from src.arguments import parse_args
+from src.experiment import Experiment
+from src.jobs import describe
+from src.results import append_result
 from tests.test_scripts import ROOT
 from tools import launch
 
@@ -36,6 +40,20 @@ def test_estimate_counts_every_stage_run_and_epoch(tmp_path, data_root, capsys):
                     "pack4": ["4", "0.04", "0.0", f"{316 / 0.04 / 3600:.2f}", "*"]}
     assert out[5].startswith("* measured with another number of runs per process than these jobs' (1, 2)")
     assert not (tmp_path / "log").exists() and not (tmp_path / "jobs.txt.state").exists()  # nothing ran
+
+
+def test_estimate_leaves_out_the_logged_runs_of_a_pending_pack(tmp_path, data_root, capsys, monkeypatch):
+    """A pack whose one run the log holds is pending, and --skip_done drops that run: its steps are not counted."""
+    pack = line(tmp_path, data_root, "TRAIN_PARAM=bias BS=4 LR=1e-3 SEED=13\\ 42 MAX_STEP=50")
+    (tmp_path / "jobs.txt").write_text(pack + "\n")
+    (tmp_path / "figures.tsv").write_text(FIGURES)
+    monkeypatch.chdir(tmp_path)
+    first_run = describe(pack).runs[0]
+    append_result(str(tmp_path / "log"), Experiment(*parse_args(first_run)).arguments_record())
+    assert launch.main(["--estimate", str(tmp_path / "figures.tsv"), str(tmp_path / "jobs.txt")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(": 1 packs of up to 2 runs, 1 not in the log yet (a process each): 1 runs that train, "
+                           "50 run-steps (1 of their runs in the log already: skipped)")
 
 
 BAD_FIGURES = {  # case -> (the figures file's text or None: missing, culprit)

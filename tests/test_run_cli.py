@@ -74,15 +74,17 @@ def test_zero_shot_and_json_arguments(tiny_roberta, data_root, tmp_path):
     args = readme_example(tiny_roberta, data_root, tmp_path, **{"--training_params": None})
     args.remove("--do_train")
     assert run_cli(args, tmp_path).returncode == 0
-    config = {"task_name": "SST-2", "data_dir": str(data_root / "k-shot/SST-2/16-42"),
+    config = {"task_name": "SST-2", "data_dir": str(data_root / "k-shot/SST-2/16-{seed}"), "seed": 42,
               "model_name_or_path": tiny_roberta, "template": "*cls**sent_0*_It_was*mask*.*sep+*",
-              "mapping": "{'0':'terrible','1':'great'}", "output_dir": str(tmp_path / "json"), "tag": "json",
+              "mapping": "{'0':'terrible','1':'great'}", "output_dir": str(tmp_path / "json-{seed}"), "tag": "json",
               "feature_cache_dir": str(tmp_path / "cache"), "log_file": str(tmp_path / "log")}
     (tmp_path / "args.json").write_text(json.dumps(config))
     assert run_cli(["args.json"], tmp_path).returncode == 0
     zero_shot, from_json = log_records(tmp_path)
     assert zero_shot["do_train"] is False and zero_shot["stages"] == [] and zero_shot["trainable_params"] == 0
     assert from_json["tag"] == "json" and "sst-2_test_eval_acc" in from_json
+    # {seed} in a file's strings is the run's seed, as on the command line
+    assert from_json["data_dir"].endswith("16-42") and from_json["output_dir"] == str(tmp_path / "json-42")
 
 
 def test_skip_done_runs_nothing_twice(tiny_roberta, data_root, tmp_path):
