@@ -33,7 +33,7 @@ from src.delta.checkpoint import read_delta
 from src.errors import UserError
 from src.families import check_methods, family_of
 from src.files import read_regular
-from src.multirun import fill_placeholders
+from src.placeholders import fill_placeholders
 from src.tasks import TASKS, Task, data_file, named_task, read_examples
 from src.templates import parse_mapping, parse_template, shortest_length
 
@@ -62,6 +62,15 @@ TASK = Allowed("one of " + ", ".join(t.name for t in TASKS.values()) + " (any ca
 NEEDS_GPU = Local("false on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda())
 
 
+def _installed_loggers(names) -> bool:
+    from transformers.integrations import get_available_reporting_integrations
+    return set(names) <= {"none", "all", *get_available_reporting_integrations()}
+
+
+LOGGERS = Local("none, all, or Trainer loggers whose package is installed here (wandb, tensorboard, mlflow, ...)",
+                _installed_loggers)
+
+
 # Trainer fields this project's runs use: help group "training" and their allowed values.
 TRAINER_FIELDS = {
     "do_train": None, "do_eval": None, "do_predict": None, "overwrite_output_dir": None,
@@ -84,6 +93,21 @@ TRAINER_FIELDS = {
     "resume_from_checkpoint": Allowed("unset (run.py does not resume a run from a Trainer checkpoint; --delta_path "
                                       "loads the delta a checkpoint holds, --skip_done skips the runs the log holds)",
                                       lambda v: False),
+    "gradient_checkpointing": Allowed("false (not supported by the prompt model)", lambda v: not v),
+    "past_index": Allowed("-1 (the masked LMs here keep no past)", lambda v: v == -1),
+    "use_liger_kernel": Allowed("false (not supported by the prompt model)", lambda v: not v),
+    "push_to_hub": Allowed("false (run.py saves the delta in --output_dir, not a model for the hub)", lambda v: not v),
+    "prediction_loss_only": Allowed("false (the scores need the predictions)", lambda v: not v),
+    "eval_do_concat_batches": Allowed("true (the scores need every batch's predictions together)", lambda v: v),
+    "dataloader_drop_last": Allowed("false (the evaluation would drop examples too: the scores need every one)",
+                                    lambda v: not v),
+    "fp16_full_eval": Allowed("false (the Trainer would cast the model to half precision for good: the training "
+                              "after an evaluation and the saved delta too)", lambda v: not v),
+    "bf16_full_eval": Allowed("false (the Trainer would cast the model to bfloat16 for good: the training after an "
+                              "evaluation and the saved delta too; --bf16 autocasts the evaluation as well)",
+                              lambda v: not v),
+    "fsdp": Local("empty on a machine without a CUDA GPU (none found here)", lambda v: not v or _has_cuda()),
+    "report_to": LOGGERS,
 }
 GROUPS = {"data": "data", "model": "model", "delta": "delta (what is trained)", "training": "training",
           "log": "results log and sweeps"}
@@ -195,7 +219,8 @@ class DeltaTrainingArguments(TrainingArguments):
     report_to: Optional[List[str]] = option(
         help="Trainer loggers (wandb, tensorboard, ...); none by default: the results log holds each run.",
         default_factory=lambda: ["none"], identity=False)
-    save_strategy: str = option("no", "Trainer checkpoints (OUTPUT_DIR/checkpoint-STEP), each holding the run's delta "
+    save_strategy: str = option("no", "Trainer checkpoints (OUTPUT_DIR/checkpoint-STEP; a multi-stage run's in "
+                                "OUTPUT_DIR/stageN/checkpoint-STEP), each holding the run's delta "
                                 "at that step as run.py saves it at the end (--delta_path loads it) beside the "
                                 "Trainer's optimizer and state; none by default: the best dev state of the delta is "
                                 "kept in memory.", identity=False)
@@ -216,6 +241,16 @@ class DeltaTrainingArguments(TrainingArguments):
             super().__post_init__()
         except (ValueError, TypeError) as error:  # the Trainer's own checks
             raise UserError(str(error).strip().splitlines()[0]) from error
+        except ImportError as error:  # a package that an option needs (--deepspeed's)
+            raise UserError(f"a package these Trainer options need is missing: {str(error).strip().splitlines()[0]}") \
+                from error
+        if self.eval_steps is not None and self.eval_strategy.value == "no":
+            raise UserError(f"--eval_steps {self.eval_steps:g} evaluates nothing with --eval_strategy no (the default): "
+                            "add --eval_strategy steps")
+        if self.save_strategy.value == "best" and not self.metric_for_best_model:
+            raise UserError("--save_strategy best needs --metric_for_best_model (the dev metric that names the best "
+                            "checkpoint, e.g. acc)")
+        check_optimizer(self)
         check_schedule(self)
         if self.torch_compile:
             check_compile_options(self.torch_compile_backend, self.torch_compile_mode)
@@ -223,6 +258,16 @@ class DeltaTrainingArguments(TrainingArguments):
 
 # run.py's arguments, in the order parse_args returns them.
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, DeltaTrainingArguments)
+
+
+def check_optimizer(args: TrainingArguments) -> None:
+    """--optim's class, as the Trainer finds it: an optimizer whose package is missing (lomo, schedule-free,
+    bitsandbytes, ...) fails here instead of once the model and data are loaded."""
+    from transformers import Trainer
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except (ImportError, ValueError) as error:
+        raise UserError(f"--optim {args.optim.value}: {str(error).strip().splitlines()[0]}") from error
 
 
 def check_schedule(args: TrainingArguments) -> None:
@@ -356,6 +401,8 @@ def check_consistency(model_args: ModelArguments, data_args: DataArguments, args
     stages.check_template(template_parts)
     attached = attached_methods(model_args)
     check_template(attached, template_parts, "--attach")
+    if args.label_smoothing_factor and task.regression:
+        raise UserError(f"--label_smoothing_factor smooths class labels; {task.name} is a regression task")
     if args.do_train and not args.notrain and (args.max_steps == 0 or (args.max_steps < 0 and
                                                                         args.num_train_epochs <= 0)):
         raise UserError(f"--max_steps {args.max_steps} with --num_train_epochs {args.num_train_epochs} trains 0 "

@@ -126,12 +126,14 @@ class Experiment:
         self.collator = Collator(self.tokenizer.pad_token_id, pad_to=pad_to,
                                  pad_to_multiple_of=data_args.pad_to_multiple_of)
 
-    def make_trainer(self, model, trainer_class=None):
-        """A Trainer of this run (`trainer_class`, default DeltaTrainer) over `model`."""
+    def make_trainer(self, model, trainer_class=None, stage=None):
+        """A Trainer of this run (`trainer_class`, default DeltaTrainer) over `model` (in a multi-stage run, for
+        its `stage`)."""
         from src.trainer import DeltaTrainer
         return (trainer_class or DeltaTrainer)(model=model, args=self.args, train_dataset=self.datasets["train"],
                                                eval_dataset=self.datasets["dev"], data_collator=self.collator,
-                                               task=self.task, write_delta=lambda folder: self.write_delta(model, folder)())
+                                               task=self.task, write_delta=lambda folder: self.write_delta(model, folder)(),
+                                               stage=stage)
 
     def write_delta(self, model, folder):
         """Write the run's delta (`model`'s) in `folder`; returns the commit (src/delta/checkpoint.py: save_delta)."""

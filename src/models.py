@@ -102,9 +102,13 @@ def pairwise_mask(attention_mask):
 
 
 def regression_prediction(logits, label_range: Tuple[float, float]) -> torch.Tensor:
-    """STS-B score from the (log p_low, log p_high) pair: low + exp(log p_high) * (high - low)."""
+    """STS-B score. Finetune mode's head outputs it (one column, trained with MSE on the score); prompt mode
+    gives the (log p_low, log p_high) pair: low + exp(log p_high) * (high - low)."""
+    logits = torch.as_tensor(logits)
+    if logits.size(-1) == 1:
+        return logits[..., 0]
     low, high = label_range
-    return low + torch.as_tensor(logits)[..., 1].exp() * (high - low)
+    return low + logits[..., 1].exp() * (high - low)
 
 
 def load_pretrained(cls, name_or_path: str, what: str = "model", **kwargs):
@@ -163,8 +167,12 @@ def build_model(model_args, task: Task, label_word_ids: Optional[List[int]], met
     overrides = family_of(config).load_overrides(config)
     with without_new_tensor_lines():
         if not uses_template(model_args.few_shot_type):
+            # LM-BFF: regression (STS-B) is one output trained with MSE on the score. problem_type is set, as a
+            # checkpoint's own (a classifier's) would make it a cross-entropy over one class.
             model, loading = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path,
                                              num_labels=1 if task.regression else len(task.labels),
+                                             problem_type="regression" if task.regression
+                                             else "single_label_classification",
                                              output_loading_info=True, **overrides)
             prefix = ""
         else:

@@ -15,10 +15,7 @@ import itertools
 import os
 
 from src.errors import UserError
-
-# flag -> its part of a run's folder name; product order: learning rates outer, seeds inner
-PACKED_FLAGS = {"--learning_rate": "lr", "--seed": "seed"}
-
+from src.placeholders import PACKED_FLAGS, placeholder
 
 def run_label(seed, learning_rate) -> str:
     """How an error line names one run of a pack: `seed=13 learning_rate=0.0003`."""
@@ -44,26 +41,6 @@ def flag_value(argv, flag, default):
 def label_of(argv) -> str:
     """run_label of one run's argument list (as expand_argv gives it)."""
     return run_label(flag_value(argv, "--seed", "?"), flag_value(argv, "--learning_rate", "nan"))
-
-
-def placeholder(flag):
-    return "{" + flag[2:] + "}"
-
-
-def fill_placeholders(values: dict, source: str) -> dict:
-    """The values of a JSON argument file (`source`: one run) with `{seed}` and `{learning_rate}` in their
-    strings made the run's own values, as on the command line."""
-    def filled(value, name, given):
-        if isinstance(value, list):
-            return [filled(item, name, given) for item in value]
-        return value.replace("{" + name + "}", given) if isinstance(value, str) else value
-    for flag in PACKED_FLAGS:
-        name = flag[2:]
-        if name in values:
-            values = {key: filled(value, name, str(values[name])) for key, value in values.items()}
-        elif any(placeholder(flag) in str(value) for value in values.values()):
-            raise UserError(f"{source}: {placeholder(flag)} is used but {name} is not given")
-    return values
 
 
 def expand_argv(argv):

@@ -1,5 +1,6 @@
 """Training: a Trainer that keeps the best dev state of the delta only, and the stage loop (SPEC §2, §6)."""
 import contextlib
+import functools
 import os
 import sys
 from typing import Callable
@@ -60,9 +61,10 @@ class DeltaTrainer(Trainer):
 
     flattens_trained = True  # the lean step's optimizer may lay the trained tensors in one buffer
 
-    def __init__(self, *args, task, write_delta=None, **kwargs):
+    def __init__(self, *args, task, write_delta=None, stage=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.write_delta = write_delta  # folder -> the run's delta written there (src/delta/checkpoint.py)
+        self.stage = stage  # a multi-stage run's stage number
         if not self.args.disable_tqdm:
             self.remove_callback(ProgressCallback)
             self.add_callback(TrainingBar)
@@ -101,6 +103,12 @@ class DeltaTrainer(Trainer):
         os.makedirs(output_dir, exist_ok=True)
         self.write_delta(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _get_output_dir(self, trial):
+        """Where checkpoints go: a multi-stage run's in OUTPUT_DIR/stageN, since each stage counts its steps from
+        0 (its checkpoint-STEP folders would replace the earlier stage's)."""
+        folder = super()._get_output_dir(trial)
+        return os.path.join(folder, f"stage{self.stage}") if self.stage else folder
 
     def _get_train_sampler(self, train_dataset=None):
         """The Trainer's sampler; --group_by_length's draws from a generator of the run's own (--data_seed, else
@@ -313,12 +321,14 @@ def train_in_stages(model, stages: Stages, make_trainer, eval_sets, stage_init="
     best dev state. The model ends in the best dev state of the last stage. Returns one result per
     stage (best step, dev history, metrics of its best state on every set of `eval_sets`).
     `train_stage(make_trainer, model)` trains a stage and returns its Trainer: `train_alone`, or a
-    pack's (src/packed.py), which trains the stage of its runs together.
+    pack's (src/packed.py), which trains the stage of its runs together. With several stages, `make_trainer`
+    gets each one's number (`stage`: its checkpoints' folder).
     """
     results, trainer = [], None
     for index, (methods, spec) in enumerate(zip(stages, stages.specs)):
         set_trainable(model, methods)
-        trainer = train_stage(make_trainer, model)
+        trainer = train_stage(functools.partial(make_trainer, stage=index + 1) if len(stages) > 1 else make_trainer,
+                              model)
         results.append(end_stage(model, trainer, spec, eval_sets,
                                  restart_from_last=stage_init == "last" and index < len(stages) - 1))
     return results, trainer

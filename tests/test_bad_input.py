@@ -50,7 +50,11 @@ REJECTED = {"model_name_or_path": ("",), "output_dir": ("",), "log_file": ("",),
             "task_file": ("/nonexistent/task.json",),
             "data_dir": ("/nonexistent/folder",), "delta_path": ("/nonexistent/path",), "fp16": ("true",),
             "lr_scheduler_type": ("reduce_lr_on_plateau", "bogus"), "attach": ("",),
-            "load_best_model_at_end": ("true",), "resume_from_checkpoint": ("out/checkpoint-2",)}
+            "load_best_model_at_end": ("true",), "resume_from_checkpoint": ("out/checkpoint-2",),
+            "gradient_checkpointing": ("true",), "past_index": ("0",), "use_liger_kernel": ("true",),
+            "push_to_hub": ("true",), "prediction_loss_only": ("true",), "eval_do_concat_batches": ("false",),
+            "dataloader_drop_last": ("true",), "fp16_full_eval": ("true",), "bf16_full_eval": ("true",),
+            "fsdp": ("full_shard",), "report_to": ("no_such_logger",)}
 
 
 def rejected(name, allowed):
@@ -130,6 +134,15 @@ CONSISTENCY_CASES = {
                                             "dev state anyway"),
     "resuming from a Trainer checkpoint": ({"cli": ["--resume_from_checkpoint", "out/checkpoint-2"]},
                                            "--resume_from_checkpoint must be unset (run.py does not resume a run"),
+    "eval_steps without eval_strategy steps": ({"cli": ["--eval_steps", "2"]},
+                                              "--eval_steps 2 evaluates nothing with --eval_strategy no"),
+    "the best checkpoint without a metric": ({"cli": ["--save_strategy", "best"]},
+                                             "--save_strategy best needs --metric_for_best_model"),
+    "an optimizer whose package is missing": ({"cli": ["--optim", "lomo"]}, "--optim lomo: You need to install"),
+    "deepspeed, not installed": ({"cli": ["--deepspeed", "ds.json"]}, "a package these Trainer options need is missing"),
+    "label smoothing on a regression task": ({"cli": ["--label_smoothing_factor", "0.1", "--task_name", "STS-B",
+                                                      "--data_dir", "{data}/k-shot/STS-B/16-42"]},
+                                             "STS-B is a regression task"),
     "num_k other than the split's": ({"cli": ["--num_k", "8"]}, "--num_k 8 does not match the data"),
     "LoRA alpha 1e29": ({"cli": ["--training_params", "lora", "--lora_alpha", str(10**29)]}, "--lora_alpha"),
     "empty method name": ({"cli": ["--training_params", "prompt,,bias"]}, "an empty method name"),
@@ -188,7 +201,7 @@ def test_bad_run_argument(case, tiny_roberta, data_root, tmp_path, capsys, monke
         damage(tmp_path / folder / "model.safetensors")
         arguments["model_name_or_path"] = str(tmp_path / folder)
     if "json" not in spec and "json_text" not in spec:
-        argv = to_argv(arguments) + spec.get("cli", [])
+        argv = to_argv(arguments) + [arg.replace("{data}", str(data_root)) for arg in spec.get("cli", [])]
     else:
         text = spec.get("json_text") or json.dumps({**arguments, **spec["json"]})
         (tmp_path / "args.json").write_text(text)

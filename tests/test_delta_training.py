@@ -130,6 +130,21 @@ def test_a_trainer_checkpoint_is_the_runs_delta_at_its_step(combination, tiny_ro
     assert reloaded["sst-2_test_eval_acc"] == record["sst-2_test_eval_acc"]
 
 
+def test_a_multi_stage_runs_checkpoints_go_to_a_folder_per_stage(tiny_roberta, data_root, tmp_path, monkeypatch):
+    """Each stage counts its steps from 0: its checkpoint-STEP folders go under stageN, not over the last stage's."""
+    argv = command(tiny_roberta, data_root, "bias", ["42"], ["1e-3"], max_steps=2)
+    at = argv.index("--training_params")
+    argv[at + 1:at + 2] = ["prompt", "bias"]
+    assert run_in(tmp_path / "run", argv + ["--save_strategy", "steps", "--save_steps", "2"], monkeypatch) == 0
+    run = tmp_path / "run/out/lr1e-3-seed42"
+    deltas = [load_file(str(run / f"stage{stage}/checkpoint-2/delta.safetensors")) for stage in (1, 2)]
+    prompts = [name for name in deltas[0] if METHODS["prompt"].selects(name)]
+    biases = [name for name in deltas[0] if METHODS["bias"].selects(name)]
+    assert prompts and all(torch.equal(deltas[0][name], deltas[1][name]) for name in prompts)  # frozen in stage 2
+    assert any(not torch.equal(deltas[0][name], deltas[1][name]) for name in biases)  # trained in stage 2
+    assert not (run / "checkpoint-2").exists()
+
+
 class Snapshots(TrainerCallback):
     """Parameter copies at the start and end of each stage's training."""
 
@@ -152,7 +167,7 @@ def test_stages_freeze_earlier_stages_and_record_results(tiny_roberta, data_root
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
     results, _ = train_in_stages(setup.model, Stages.parse(["prompt", "bias", "adapter"]),
-                                 lambda m: setup.make_trainer(m, max_steps=3, eval_steps=1, callbacks=[snaps]),
+                                 lambda m, stage=None: setup.make_trainer(m, max_steps=3, eval_steps=1, callbacks=[snaps]),
                                  {"dev": setup.dev})
     begin, end = snaps.begin, snaps.end
     assert not group_equal(begin[0], end[0], "prompt")
@@ -176,7 +191,7 @@ def test_stage_init_best_starts_from_previous_best(tiny_roberta, data_root, tmp_
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
     train_in_stages(setup.model, Stages.parse(["bias", "adapter"]),
-                    lambda m: setup.make_trainer(m, max_steps=4, eval_steps=1, callbacks=[snaps]),
+                    lambda m, stage=None: setup.make_trainer(m, max_steps=4, eval_steps=1, callbacks=[snaps]),
                     {"dev": setup.dev}, stage_init="best")
     first = setup.trainers[0]
     assert first.best_step < 4, "the test needs a best step before the last one"
@@ -190,7 +205,7 @@ def test_a_method_of_stage_1_stays_frozen_in_stage_2(stages, tiny_roberta, data_
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
     results, _ = train_in_stages(setup.model, Stages.parse(stages),
-                                 lambda m: setup.make_trainer(m, max_steps=3, eval_steps=3, callbacks=[snaps]),
+                                 lambda m, stage=None: setup.make_trainer(m, max_steps=3, eval_steps=3, callbacks=[snaps]),
                                  {"dev": setup.dev})
     stage_1, stage_2 = zip(snaps.begin, snaps.end)  # (parameters at its start, at its end)
     first, second = stages[0].split(","), stages[1].split(",")

@@ -1,11 +1,14 @@
-"""The prompt model: dynamic padding and mask-only scoring equal the reference computation."""
+"""The models: the prompt model (dynamic padding and mask-only scoring equal the reference computation) and
+finetune mode's classification or regression head."""
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+import run
 from src.dataset import Collator, FewShotDataset
 from src.delta import METHODS, trained_by
 from src.families import family_of
@@ -13,6 +16,7 @@ from src.models import PromptMLM, build_model, regression_prediction
 from src.random_models import create
 from src.tasks import get_task
 from src.templates import label_word_ids, parse_mapping
+from tests.test_run_cli import log_records, readme_example
 
 
 def model_and_batch(model_dir, data_root, tmp_path, task_name="SST-2", seed_dir="16-42"):
@@ -93,3 +97,38 @@ def test_finetune_mode_has_a_classification_head(methods, tiny_roberta):
     model = build_model(args, task, None, methods)
     assert model.config.num_labels == 2
     assert any(name.startswith("classifier.") for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("problem_type", [None, "single_label_classification"])
+def test_finetune_regression_head_outputs_the_score_trained_with_mse(problem_type, tiny_roberta, data_root, tmp_path):
+    """STS-B in finetune mode (LM-BFF): one output, MSE against the score, and the output is the prediction;
+    whatever problem_type the checkpoint holds (a classifier's would make the loss a cross-entropy)."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_roberta, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "problem_type": problem_type}))
+    task = get_task("STS-B")
+    settings = SimpleNamespace(task_name=task.name, data_dir=str(data_root / "k-shot/STS-B/16-42"),
+                               few_shot_type="finetune", max_seq_length=64)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dataset = FewShotDataset(settings, tokenizer, "dev", cache_dir=tmp_path)
+    batch = Collator(tokenizer.pad_token_id)([dataset[i] for i in range(4)])
+    args = SimpleNamespace(few_shot_type="finetune", model_name_or_path=str(model_dir), reference_mode=False)
+    with torch.no_grad():
+        output = build_model(args, task, None, []).eval()(**batch)
+    assert output.logits.shape == (4, 1)
+    assert torch.allclose(output.loss, torch.nn.functional.mse_loss(output.logits[:, 0], batch["labels"]))
+    assert torch.equal(regression_prediction(output.logits, task.label_range), output.logits[:, 0])
+
+
+def test_finetune_regression_trains_and_scores(tiny_roberta, data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = readme_example(tiny_roberta, data_root, tmp_path, **{
+        "--task_name": "STS-B", "--data_dir": str(data_root / "k-shot/STS-B/16-42"), "--few_shot_type": "finetune",
+        "--template": None, "--mapping": None, "--training_params": "bias", "--max_seq_length": "64"})
+    argv.remove("--use_adapters")
+    assert run.main(argv) == 0
+    [record] = log_records(tmp_path)
+    for split in ["train", "dev", "test"]:
+        assert -1.0 <= record[f"sts-b_{split}_eval_pearson"] <= 1.0
+    assert [step for step, _ in record["stages"][0]["eval_history"]] == [2, 4]
