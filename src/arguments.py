@@ -245,8 +245,8 @@ class DeltaTrainingArguments(TrainingArguments):
             raise UserError(f"a package these Trainer options need is missing: {str(error).strip().splitlines()[0]}") \
                 from error
         if self.eval_steps is not None and self.eval_strategy.value == "no":
-            raise UserError(f"--eval_steps {self.eval_steps:g} evaluates nothing with --eval_strategy no (the default): "
-                            "add --eval_strategy steps")
+            raise UserError(f"--eval_steps {self.eval_steps:g} evaluates nothing with --eval_strategy no (the "
+                            "default): add --eval_strategy steps")
         if self.save_strategy.value == "best" and not self.metric_for_best_model:
             raise UserError("--save_strategy best needs --metric_for_best_model (the dev metric that names the best "
                             "checkpoint, e.g. acc)")

@@ -132,8 +132,8 @@ class Experiment:
         from src.trainer import DeltaTrainer
         return (trainer_class or DeltaTrainer)(model=model, args=self.args, train_dataset=self.datasets["train"],
                                                eval_dataset=self.datasets["dev"], data_collator=self.collator,
-                                               task=self.task, write_delta=lambda folder: self.write_delta(model, folder)(),
-                                               stage=stage)
+                                               task=self.task, stage=stage,
+                                               write_delta=lambda folder: self.write_delta(model, folder)())
 
     def write_delta(self, model, folder):
         """Write the run's delta (`model`'s) in `folder`; returns the commit (src/delta/checkpoint.py: save_delta)."""

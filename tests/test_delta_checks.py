@@ -44,6 +44,8 @@ DAMAGE = {
                    "NaN"),
     "integer dtype": (lambda d: rewrite(d, lambda s: {**s, first(s): s[first(s)].long()}), "dtype"),
     "unknown tensor": (lambda d: rewrite(d, lambda s: {**s, "extra.weight": torch.zeros(2)}), "extra.weight"),
+    "a tensor this model lacks": (lambda d: rewrite(d, lambda s: {**s, "roberta.extra.bias": torch.zeros(2)}),
+                                  "(roberta.extra.bias is not one of its parameters)"),
     "tensors missing": (lambda d: rewrite(d, lambda s: {first(s): s[first(s)]}), "incomplete"),
     "config not JSON": (lambda d: (d / CONFIG).write_text("{"), CONFIG),
     # the config says which tensors the delta may hold: without it (or with a FIFO) nothing can be checked

@@ -100,7 +100,8 @@ def test_only_the_chosen_parameters_train(family, combination, tiny_of, data_roo
 
 
 @pytest.mark.parametrize("combination", ["bias", "prompt,bias,adapter", "all"])
-def test_a_trainer_checkpoint_is_the_runs_delta_at_its_step(combination, tiny_roberta, data_root, tmp_path, monkeypatch):
+def test_a_trainer_checkpoint_is_the_runs_delta_at_its_step(combination, tiny_roberta, data_root, tmp_path,
+                                                             monkeypatch):
     """--save_strategy: each checkpoint holds the run's delta at that step (SPEC §6: not the frozen model, whose tied
     weights stopped safetensors), as run.py saves it at the end, beside the Trainer's own files; --delta_path loads
     it and scores as the run did."""
@@ -167,7 +168,8 @@ def test_stages_freeze_earlier_stages_and_record_results(tiny_roberta, data_root
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
     results, _ = train_in_stages(setup.model, Stages.parse(["prompt", "bias", "adapter"]),
-                                 lambda m, stage=None: setup.make_trainer(m, max_steps=3, eval_steps=1, callbacks=[snaps]),
+                                 lambda m, stage=None: setup.make_trainer(m, max_steps=3, eval_steps=1,
+                                                                          callbacks=[snaps]),
                                  {"dev": setup.dev})
     begin, end = snaps.begin, snaps.end
     assert not group_equal(begin[0], end[0], "prompt")
@@ -205,7 +207,8 @@ def test_a_method_of_stage_1_stays_frozen_in_stage_2(stages, tiny_roberta, data_
     setup = Setup(tiny_roberta, data_root, tmp_path / "cache", tmp_path / "out")
     snaps = Snapshots()
     results, _ = train_in_stages(setup.model, Stages.parse(stages),
-                                 lambda m, stage=None: setup.make_trainer(m, max_steps=3, eval_steps=3, callbacks=[snaps]),
+                                 lambda m, stage=None: setup.make_trainer(m, max_steps=3, eval_steps=3,
+                                                                          callbacks=[snaps]),
                                  {"dev": setup.dev})
     stage_1, stage_2 = zip(snaps.begin, snaps.end)  # (parameters at its start, at its end)
     first, second = stages[0].split(","), stages[1].split(",")

@@ -232,7 +232,8 @@ def test_runs_grouped_by_length_score_in_order_and_pack_as_single_runs(no_dropou
     assert_runs_equal(tmp_path / "packed", tmp_path / "single")
     (record, _) = records(tmp_path / "single")
     rescore = command(no_dropout_roberta, data_root, "bias,adapter", ["13"], lr)
-    rescore = [arg for arg in rescore if arg != "--do_train"] + ["--delta_path", record["output_dir"], "--tag", "rescore"]
+    rescore = [arg for arg in rescore if arg != "--do_train"] + ["--delta_path", record["output_dir"],
+                                                                 "--tag", "rescore"]
     assert main(rescore) == 0
     rescored = records(tmp_path / "single")[-1]
     assert [rescored[key] for key in ("sst-2_dev_eval_acc", "sst-2_test_eval_acc")] == \

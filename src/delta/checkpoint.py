@@ -191,8 +191,10 @@ def load_delta(model, delta: SavedDelta) -> None:
     parameters = dict(model.named_parameters())
     for name, tensor in state.items():
         if name not in parameters:
-            raise UserError(f"delta weights {file} do not fit this model ({name} is not one of its parameters); "
-                            "use the same --template/--prompt_num as the saved run")
+            origin = " ".join(f"--{key} {delta.config[key]}" for key in ("model_name_or_path", "few_shot_type")
+                              if key in delta.config)
+            raise UserError(f"delta weights {file} do not fit this model ({name} is not one of its parameters)"
+                            + (f": it was saved by a run with {origin}; load it with the same" if origin else ""))
         if tensor.shape != parameters[name].shape:
             raise UserError(f"delta weights {file}: {name} has shape {list(tensor.shape)}, the model's is "
                             f"{list(parameters[name].shape)}; use the saved run's method options ({CONFIG} holds them)")
