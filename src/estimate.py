@@ -6,9 +6,9 @@ FIGURES is what tools/step_benchmark.py prints (or tools/gpu_check.sh's gpu_chec
 compilation, the benchmark's final evaluation). The estimate counts the optimizer steps each pending run
 trains (the Trainer's count, every stage; none for a run of a pending pack that the log holds: --skip_done
 drops it): hours on one device that runs the pending jobs one after another as that setting ran =
-(steps / rate + jobs x overhead) / 3600. Evaluations during training are
-not counted, the final one only as the benchmark's (32 dev examples), and a rate holds only for jobs run
-as it was measured (model, run.py flags, pack size).
+(steps / rate + jobs x overhead) / 3600. Evaluations during training are not counted, the final one only
+as the benchmark's (32 dev examples), and a rate holds only for jobs run as it was measured (model, run.py
+flags, pack size).
 """
 import math
 import os

@@ -17,6 +17,7 @@ import os
 from src.errors import UserError
 from src.placeholders import PACKED_FLAGS, placeholder
 
+
 def run_label(seed, learning_rate) -> str:
     """How an error line names one run of a pack: `seed=13 learning_rate=0.0003`."""
     return f"seed={seed} learning_rate={float(learning_rate):g}"
