@@ -35,9 +35,10 @@ def describe_all(lines: Sequence[str]) -> List[Job]:
         pool.shutdown(cancel_futures=True)  # at once on Ctrl-C
 
 
-def logged_runs(jobs: Sequence[Job]) -> Dict[str, List[bool]]:
+def logged_runs(jobs: Sequence[Job], until_missing: bool = False) -> Dict[str, List[bool]]:
     """job key -> whether each of its runs is in its results log (run identity, as --skip_done); a run whose
-    arguments do not parse counts as not logged (the run itself will say what is wrong)."""
+    arguments do not parse counts as not logged (the run itself will say what is wrong). `until_missing`: a
+    job's runs after its first one not logged count as not logged, unread (a run parses in about 0.1 s)."""
     from src.arguments import parse_args
     from src.experiment import Experiment
     from src.identity import run_identity
@@ -52,16 +53,19 @@ def logged_runs(jobs: Sequence[Job]) -> Dict[str, List[bool]]:
                 if log not in logs:
                     logs[log] = {repr(run_identity(r)) for r in read_results(log)} if os.path.isfile(log) else set()
                 flags.append(repr(run_identity(Experiment(*parse_args(run)).arguments_record())) in logs[log])
+                if until_missing and not flags[-1]:
+                    break
         except (Exception, SystemExit):
-            flags.extend([False] * (len(job.runs) - len(flags)))
+            pass
         finally:
+            flags.extend([False] * (len(job.runs) - len(flags)))
             os.chdir(here)
     return logged
 
 
 def logged_keys(jobs: Sequence[Job]) -> set:
     """The keys of the jobs whose every run is in the results log."""
-    return {key for key, flags in logged_runs(jobs).items() if flags and all(flags)}
+    return {key for key, flags in logged_runs(jobs, until_missing=True).items() if flags and all(flags)}
 
 
 def remove_abandoned_outputs(jobs: Sequence[Job]) -> None:
