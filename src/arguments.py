@@ -30,7 +30,7 @@ from src.checks import Allowed, Local, above, at_least, between, one_of, option,
 from src.dataset import MODES, input_length, uses_template
 from src.delta import METHODS, Stages, attached_methods, check_template
 from src.delta.checkpoint import read_delta
-from src.errors import UserError
+from src.errors import UserError, first_line
 from src.families import check_methods, family_of
 from src.files import read_regular
 from src.placeholders import fill_placeholders
@@ -240,10 +240,9 @@ class DeltaTrainingArguments(TrainingArguments):
         try:
             super().__post_init__()
         except (ValueError, TypeError) as error:  # the Trainer's own checks
-            raise UserError(str(error).strip().splitlines()[0]) from error
+            raise UserError(first_line(error)) from error
         except ImportError as error:  # a package that an option needs (--deepspeed's)
-            raise UserError(f"a package these Trainer options need is missing: {str(error).strip().splitlines()[0]}") \
-                from error
+            raise UserError(f"a package these Trainer options need is missing: {first_line(error)}") from error
         if self.eval_steps is not None and self.eval_strategy.value == "no":
             raise UserError(f"--eval_steps {self.eval_steps:g} evaluates nothing with --eval_strategy no (the "
                             "default): add --eval_strategy steps")
@@ -267,7 +266,7 @@ def check_optimizer(args: TrainingArguments) -> None:
     try:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, ValueError) as error:
-        raise UserError(f"--optim {args.optim.value}: {str(error).strip().splitlines()[0]}") from error
+        raise UserError(f"--optim {args.optim.value}: {first_line(error)}") from error
 
 
 def check_schedule(args: TrainingArguments) -> None:
@@ -281,7 +280,7 @@ def check_schedule(args: TrainingArguments) -> None:
                       num_training_steps=steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
     except (ValueError, TypeError) as error:
         raise UserError(f"--lr_scheduler_type {args.lr_scheduler_type.value} needs --lr_scheduler_kwargs: "
-                        f"{str(error).strip().splitlines()[0]}") from error
+                        f"{first_line(error)}") from error
 
 
 def check_compile_options(backend: Optional[str], mode: Optional[str]) -> None:

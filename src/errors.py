@@ -10,6 +10,11 @@ class UserError(ValueError):
     """Input the user can fix: an unknown task, a bad template or mapping, a missing file."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message as one line (its first; its type's name where it has none)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def cli(main):
     """Decorator for command-line mains: a UserError becomes `error: ...` on stderr and status 2;
     Ctrl-C one line and status 130 (a run stopped before its end logs and saves nothing)."""

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceC
 
 from src.dataset import uses_template
 from src.delta import attach_methods, methods_for_template
-from src.errors import UserError
+from src.errors import UserError, first_line
 from src.families import family_of
 from src.tasks import Task
 
@@ -130,7 +130,7 @@ def load_pretrained(cls, name_or_path: str, what: str = "model", **kwargs):
         if offline and isinstance(error, OSError):
             why = f"it is not in the local Hugging Face cache and the hub is offline ({offline})"
         else:
-            why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            why = first_line(error)
         raise UserError(f"--model_name_or_path: cannot load {what} {name_or_path!r}: {why}") from error
 
 
